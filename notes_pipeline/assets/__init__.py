@@ -1,0 +1,1 @@
+"""The four per-CID assets, from the CRM to the validation report."""

@@ -1,0 +1,59 @@
+"""crm_notes_raw: one CID's CRM notes with attachment refs, check-in flag and creator info."""
+
+from collections import Counter
+from dataclasses import dataclass
+
+import dagster as dg
+
+from notes_pipeline import events
+from notes_pipeline.model import CrmNote, Organization
+from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.resources.crm import CrmSource
+from notes_pipeline.resources.settings import MigrationSettings
+
+
+@dataclass(frozen=True)
+class CrmExtract:
+    org: Organization
+    notes: tuple[CrmNote, ...]
+
+
+@dg.asset(
+    partitions_def=cid_partitions,
+    group_name="notes_migration",
+    kinds={"postgres"},
+    description="The CID's CRM notes (all kinds), keyset-paginated from the read-only CRM source.",
+)
+def crm_notes_raw(
+    context: dg.AssetExecutionContext, crm: CrmSource, settings: MigrationSettings
+) -> dg.Output[CrmExtract]:
+    cid = context.partition_key
+    events.emit(
+        context.log,
+        events.STARTED,
+        job_id=context.run_id,
+        cid=cid,
+        triggered_by=context.run.tags.get(
+            "user", context.run.tags.get("dagster/backfill", "dagster")
+        ),
+    )
+    org = crm.get_organization(cid)
+    notes = tuple(note for page in crm.iter_note_pages(cid, settings.batch_size) for note in page)
+    kinds = Counter(att.kind for note in notes for att in note.attachments)
+    metadata = {
+        "total": len(notes),
+        "person_notes": sum(1 for n in notes if n.crm_person_id is not None),
+        "by_note_type": dg.MetadataValue.json(
+            {
+                str(k): v
+                for k, v in sorted(
+                    Counter(n.crm_note_type_id for n in notes).items(), key=lambda kv: str(kv[0])
+                )
+            }
+        ),
+        "by_fk_shape": dg.MetadataValue.json(dict(Counter(n.fk_shape for n in notes))),
+        "attachments_by_kind": dg.MetadataValue.json(dict(kinds)),
+        "notes_with_checkin": sum(1 for n in notes if n.has_checkin),
+        "company_sso_id": org.company_sso_id,
+    }
+    return dg.Output(CrmExtract(org=org, notes=notes), metadata=metadata)

@@ -1,0 +1,130 @@
+"""normalized_notes: SPEC rules 1-7 per source note → a plan (ready / out_of_scope / failed)."""
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+
+from notes_pipeline import events
+from notes_pipeline import reason_codes as rc
+from notes_pipeline.assets.extract import CrmExtract
+from notes_pipeline.checks.gates import NORMALIZED_CHECKS, normalized_checks
+from notes_pipeline.load import batches
+from notes_pipeline.model import NotePlan, Organization
+from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.resources.identity import IdentityDirectory, IdentityLookupError
+from notes_pipeline.resources.mongo import CdpMongo
+from notes_pipeline.resources.settings import MigrationSettings
+from notes_pipeline.transform.notes import PlanRules, plan_note, resolve_owner, scope_reason
+from notes_pipeline.validation import pct
+
+
+@dataclass(frozen=True)
+class NormalizedNotes:
+    org: Organization
+    plans: tuple[NotePlan, ...]
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for p in self.plans if p.outcome == outcome)
+
+    @property
+    def in_scope(self) -> int:
+        return len(self.plans) - self.count(rc.OUT_OF_SCOPE)
+
+    @property
+    def contact_misses(self) -> list[str]:
+        return [p.legacy_crm_note_id for p in self.plans if p.reason_code == rc.CONTACT_NOT_MAPPED]
+
+    @property
+    def failures(self) -> list[NotePlan]:
+        return [p for p in self.plans if p.outcome == rc.FAILED]
+
+
+@dg.asset(
+    partitions_def=cid_partitions,
+    group_name="notes_migration",
+    kinds={"python"},
+    check_specs=NORMALIZED_CHECKS,
+    description="Each source note's outcome (ready/out_of_scope/failed + reason) and, when ready, "
+    "the exact CDP document and attachment plan.",
+)
+def normalized_notes(
+    context: dg.AssetExecutionContext,
+    crm_notes_raw: CrmExtract,
+    cdp_mongo: CdpMongo,
+    identity: IdentityDirectory,
+    settings: MigrationSettings,
+) -> Iterator[dg.Output[NormalizedNotes] | dg.AssetCheckResult]:
+    org = crm_notes_raw.org
+    rules = PlanRules(frozenset(settings.allowed_note_type_ids), settings.cdp_proxy_base_url)
+    plans: list[NotePlan] = []
+    for batch in batches(crm_notes_raw.notes, settings.batch_size):
+        in_scope = [n for n in batch if scope_reason(n, rules.allowed_note_type_ids) is None]
+        contacts = cdp_mongo.contacts_by_crm_person_id(
+            org.company_sso_id, (str(n.crm_person_id) for n in in_scope)
+        )
+        try:
+            sso_by_email = identity.resolve(
+                org.company_sso_id, (n.creator_email for n in in_scope if n.creator_email)
+            )
+        except IdentityLookupError as exc:
+            context.log.warning(f"identity lookup failed ({exc}); owners fall back to labels")
+            sso_by_email = {}
+        for note in batch:
+            plan = plan_note(
+                note,
+                org=org,
+                contact_id=contacts.get(str(note.crm_person_id)),
+                owner=resolve_owner(note, sso_by_email),
+                rules=rules,
+            )
+            plans.append(plan)
+            _emit_plan_events(context, org.cid, plan)
+    result = NormalizedNotes(org=org, plans=tuple(plans))
+    reasons = Counter(p.reason_code for p in plans if p.outcome == rc.FAILED)
+    ready = [p for p in plans if p.outcome == rc.READY]
+    metadata = {
+        "source_total": len(plans),
+        "ready": len(ready),
+        "out_of_scope": result.count(rc.OUT_OF_SCOPE),
+        "failed": len(result.failures),
+        "failed_by_reason": dg.MetadataValue.json(dict(reasons)),
+        "out_of_scope_by_reason": dg.MetadataValue.json(
+            dict(Counter(p.reason_code for p in plans if p.outcome == rc.OUT_OF_SCOPE))
+        ),
+        "contact_coverage_pct": pct(result.in_scope - len(result.contact_misses), result.in_scope),
+        "owners_unresolved": sum(1 for p in ready if not p.owner_resolved),
+        "attachments_planned": sum(len(p.attachments) for p in ready),
+        "attachments_dropped": sum(len(p.dropped_attachments) for p in ready),
+        "checkins_dropped": sum(1 for p in ready if p.checkin_dropped),
+    }
+    yield dg.Output(result, metadata=metadata)
+    yield from normalized_checks(result, settings)
+
+
+def _emit_plan_events(context: dg.AssetExecutionContext, cid: str, plan: NotePlan) -> None:
+    log, job_id, legacy_id = events.note_log, context.run_id, plan.legacy_crm_note_id
+    if plan.outcome == rc.FAILED:
+        events.emit(
+            log,
+            events.NOTE_FAILED,
+            job_id=job_id,
+            cid=cid,
+            legacy_crm_note_id=legacy_id,
+            reason_code=plan.reason_code,
+            details=plan.details,
+        )
+    elif plan.outcome == rc.READY and not plan.owner_resolved:
+        events.emit(
+            log,
+            events.OWNER_NOT_RESOLVED,
+            job_id=job_id,
+            cid=cid,
+            legacy_crm_note_id=legacy_id,
+            crm_user_id=plan.crm_user_id,
+        )
+    if plan.outcome == rc.READY and plan.checkin_dropped:
+        events.emit(
+            log, events.CHECKIN_DROPPED, job_id=job_id, cid=cid, legacy_crm_note_id=legacy_id
+        )

@@ -1,0 +1,1 @@
+"""Asset checks: the migration gates of SPEC.md."""

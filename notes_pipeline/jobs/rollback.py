@@ -1,0 +1,76 @@
+"""Rollback of one CID: delete only its migrated notes and their copied attachments."""
+
+
+import re
+
+import dagster as dg
+from pydantic import Field
+
+from notes_pipeline.resources.crm import CrmSource
+from notes_pipeline.resources.mongo import CdpMongo
+from notes_pipeline.resources.storage import AttachmentStorage
+
+ROLLED_BACK = "rolled_back"
+MIGRATED_OBJECT = re.compile(r"^[ad]\d+-")
+
+
+class RollbackConfig(dg.Config):
+    cid: str = Field(description="The CID to roll back.")
+    confirm: str = Field(
+        default="", description="Must be exactly 'ROLLBACK <cid>' to delete anything."
+    )
+
+
+def migrated_attachment_keys(keys: list[str], legacy_note_ids: set[str]) -> list[str]:
+    """Keys the migration wrote: `{company}/{legacy_crm_note_id}/{a|d}{asset id}-{file}` only."""
+    selected = []
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[1] in legacy_note_ids and MIGRATED_OBJECT.match(parts[2]):
+            selected.append(key)
+    return selected
+
+
+def confirmation_phrase(cid: str) -> str:
+    return f"ROLLBACK {cid}"
+
+
+@dg.op(description="Deletes the CID's migrated notes (legacy marker only) and copied attachments.")
+def rollback_cid_op(
+    context: dg.OpExecutionContext,
+    config: RollbackConfig,
+    crm: CrmSource,
+    cdp_mongo: CdpMongo,
+    attachment_storage: AttachmentStorage,
+) -> dg.Output[dict]:
+    expected = confirmation_phrase(config.cid)
+    if config.confirm != expected:
+        raise dg.Failure(
+            description=f"Refusing to roll back CID {config.cid}: set confirm to '{expected}'."
+        )
+    org = crm.get_organization(config.cid)
+    notes_deleted = cdp_mongo.delete_migrated(org.company_sso_id)
+    note_ids = {str(n.id) for page in crm.iter_note_pages(org.cid, 1000) for n in page}
+    keys = migrated_attachment_keys(
+        attachment_storage.list_keys(f"{org.company_sso_id}/"), note_ids
+    )
+    attachments_deleted = attachment_storage.delete_keys(keys)
+    removed = {
+        "cid": org.cid,
+        "notes_deleted": notes_deleted,
+        "attachments_deleted": attachments_deleted,
+    }
+    context.log_event(
+        dg.AssetObservation(
+            asset_key="validation_report",
+            partition=org.cid,
+            metadata={"status": ROLLED_BACK, **removed},
+        )
+    )
+    context.log.info(f"rolled back CID {org.cid}: {removed}")
+    return dg.Output(removed, metadata=removed)
+
+
+@dg.job(description="Roll back one CID (requires confirm: 'ROLLBACK <cid>' in run config).")
+def rollback_cid():
+    rollback_cid_op()

@@ -1,0 +1,216 @@
+"""Loading one CID's ready notes into CDP: attachments, batched upserts, retry, halt rule."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from notes_pipeline import events
+from notes_pipeline import reason_codes as rc
+from notes_pipeline.model import (
+    AttachmentFailure,
+    LoadResult,
+    NoteOutcome,
+    NotePlan,
+    Organization,
+)
+from notes_pipeline.resources.attachment_download import AttachmentError, GuardedDownloader
+from notes_pipeline.resources.mongo import BulkUpsertResult, CdpMongo
+from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.transform.attachments import PlannedAttachment, magic_matches
+
+NOT_ATTEMPTED = "not_attempted"
+
+
+def failure_rate(failed: int, migrated: int, skipped: int) -> float:
+    """failed / (migrated + skipped + failed), as a fraction (0 when nothing was attempted)."""
+    attempted = migrated + skipped + failed
+    return failed / attempted if attempted else 0.0
+
+
+def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+@dataclass
+class LoadContext:
+    """Everything the loader touches, so tests can substitute any part."""
+
+    org: Organization
+    mongo: CdpMongo
+    storage: AttachmentStorage
+    downloader: GuardedDownloader
+    batch_size: int
+    failure_threshold: float  # fraction, e.g. 0.01
+    attachment_workers: int
+    log: Any
+    job_id: str
+    on_batch: Callable[[int, int], None] | None = None  # (notes_processed, notes_total)
+
+
+def copy_attachment(ctx: LoadContext, plan: NotePlan, att: PlannedAttachment) -> dict[str, Any]:
+    """Download through the guard, check magic bytes, upload; returns the CDP attachment entry."""
+    data, served_type = ctx.downloader.download(att.source_url)
+    if not magic_matches(att.cdp_type, att.content_type or served_type, att.file_name, data[:512]):
+        raise AttachmentError(rc.ATTACHMENT_TYPE_MISMATCH, f"declared {att.cdp_type}")
+    try:
+        ctx.storage.put(att.target_key, data, att.content_type or served_type)
+    except Exception as exc:  # boto3 raises many types; any storage failure drops the attachment
+        raise AttachmentError(rc.ATTACHMENT_UPLOAD_FAILED, type(exc).__name__) from exc
+    return {
+        "type": att.cdp_type,
+        "url": att.proxy_url,
+        "file_name": att.file_name,
+        "file_size_in_byte": len(data),
+    }
+
+
+def _attach_batch(
+    ctx: LoadContext, plans: Sequence[NotePlan], result: LoadResult, pool: ThreadPoolExecutor
+) -> list[dict[str, Any]]:
+    """Copy the batch's attachments in parallel; return the documents to write."""
+    jobs = [(plan, att) for plan in plans for att in plan.attachments]
+    futures = [pool.submit(copy_attachment, ctx, plan, att) for plan, att in jobs]
+    copied: dict[tuple[str, str], dict[str, Any]] = {}
+    for (plan, att), future in zip(jobs, futures, strict=True):
+        try:
+            copied[(plan.legacy_crm_note_id, att.asset_id)] = future.result()
+            result.attachments_copied += 1
+            result.copied_keys.append(att.target_key)
+        except AttachmentError as exc:
+            _attachment_failed(
+                ctx, result, plan, att.asset_id, att.cdp_type, exc.reason_code, exc.details
+            )
+    documents = []
+    for plan in plans:
+        doc = dict(plan.document or {})
+        doc["attachments"] = [
+            copied[(plan.legacy_crm_note_id, att.asset_id)]
+            for att in plan.attachments
+            if (plan.legacy_crm_note_id, att.asset_id) in copied
+        ]
+        documents.append(doc)
+    return documents
+
+
+def _attachment_failed(ctx, result, plan, asset_id, attachment_type, reason_code, details=""):
+    result.attachment_failures.append(
+        AttachmentFailure(plan.legacy_crm_note_id, asset_id, attachment_type, reason_code, details)
+    )
+    events.emit(
+        events.note_log,
+        events.ATTACHMENT_FAILED,
+        job_id=ctx.job_id,
+        cid=ctx.org.cid,
+        legacy_crm_note_id=plan.legacy_crm_note_id,
+        attachment_type=attachment_type,
+        reason_code=reason_code,
+    )
+
+
+def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> BulkUpsertResult:
+    """One bulk upsert; rows that fail (or a failed call) are retried once (upserts are safe)."""
+    try:
+        first = ctx.mongo.upsert_notes(ctx.org.company_sso_id, documents)
+    except PyMongoError as exc:
+        first = BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(documents))})
+    if not first.errors:
+        return first
+    retry_index = sorted(first.errors)
+    try:
+        second = ctx.mongo.upsert_notes(ctx.org.company_sso_id, [documents[i] for i in retry_index])
+    except PyMongoError as exc:
+        second = BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(retry_index))})
+    merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
+    for local, original in enumerate(retry_index):
+        if local in second.upserted:
+            merged.upserted.add(original)
+        elif local in second.errors:
+            merged.errors[original] = second.errors[local]
+        else:
+            merged.matched.add(original)
+    return merged
+
+
+def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
+    """Write every READY plan in batches; stop (halt) once the write failure rate is exceeded."""
+    started = time.monotonic()
+    ready = [plan for plan in plans if plan.outcome == rc.READY]
+    result = LoadResult(cid=ctx.org.cid, company_sso_id=ctx.org.company_sso_id, status="loaded")
+    for plan in ready:
+        for dropped in plan.dropped_attachments:
+            _attachment_failed(
+                ctx,
+                result,
+                plan,
+                dropped.asset_id,
+                "voice_note",
+                dropped.reason_code,
+                dropped.details,
+            )
+    result.attachments_planned = sum(len(p.attachments) + len(p.dropped_attachments) for p in ready)
+    migrated = skipped = failed = 0
+    processed = 0
+    all_batches = batches(ready, ctx.batch_size)
+    with ThreadPoolExecutor(max_workers=max(1, ctx.attachment_workers)) as pool:
+        for number, batch in enumerate(all_batches, start=1):
+            documents = _attach_batch(ctx, batch, result, pool)
+            written = upsert_with_retry(ctx, documents)
+            for index, plan in enumerate(batch):
+                if index in written.upserted:
+                    outcome = NoteOutcome(plan.legacy_crm_note_id, rc.MIGRATED)
+                    migrated += 1
+                elif index in written.errors:
+                    outcome = NoteOutcome(
+                        plan.legacy_crm_note_id,
+                        rc.FAILED,
+                        rc.BATCH_INSERT_FAILED,
+                        written.errors[index],
+                    )
+                    failed += 1
+                    events.emit(
+                        events.note_log,
+                        events.NOTE_FAILED,
+                        job_id=ctx.job_id,
+                        cid=ctx.org.cid,
+                        legacy_crm_note_id=plan.legacy_crm_note_id,
+                        reason_code=rc.BATCH_INSERT_FAILED,
+                        details=written.errors[index],
+                    )
+                else:
+                    outcome = NoteOutcome(plan.legacy_crm_note_id, rc.SKIPPED)
+                    skipped += 1
+                result.outcomes.append(outcome)
+            processed += len(batch)
+            result.batches = number
+            events.emit(
+                ctx.log,
+                events.BATCH_COMPLETED,
+                job_id=ctx.job_id,
+                cid=ctx.org.cid,
+                batch_number=number,
+                notes_in_batch=len(batch),
+                failed_in_batch=len(written.errors),
+            )
+            if ctx.on_batch:
+                ctx.on_batch(processed, len(ready))
+            result.load_failure_rate = failure_rate(failed, migrated, skipped)
+            if result.load_failure_rate > ctx.failure_threshold:
+                result.status = rc.HALTED
+                events.emit(
+                    ctx.log,
+                    events.HALTED,
+                    job_id=ctx.job_id,
+                    cid=ctx.org.cid,
+                    failure_rate=round(result.load_failure_rate * 100, 3),
+                )
+                for plan in ready[processed:]:
+                    result.outcomes.append(NoteOutcome(plan.legacy_crm_note_id, NOT_ATTEMPTED))
+                break
+    result.duration_seconds = time.monotonic() - started
+    return result

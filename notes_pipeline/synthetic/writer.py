@@ -1,0 +1,300 @@
+"""Write a synthetic Dataset to the stack: CRM PostgreSQL, identity table, CDP contacts, S3.
+
+``seed`` replaces the previous synthetic data: CRM tables and ``sso_users`` are
+truncated and reloaded (COPY, one transaction each), CDP contacts of the old and
+new synthetic tenants are deleted and reinserted, and the CRM bucket's ``orgs/``
+prefix is made to hold exactly the dataset's objects. Seeding twice is a no-op
+on the resulting state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+
+from notes_pipeline.synthetic.dataset import TABLES, Dataset, StoredObject, decoy_company_sso_id
+
+OBJECT_PREFIX = "orgs/"
+CONTACT_INDEX = "crm_contact_index"
+COLUMNS = {
+    "organizations": ("id", "name", "company_sso_id"),
+    "users": ("id", "organization_id", "full_name", "email", "deleted_at"),
+    "crm_people": ("id", "organization_id", "full_name", "email", "phone"),
+    "crm_companies": ("id", "organization_id", "name"),
+    "crm_deals": ("id", "organization_id", "name"),
+    "crm_tickets": ("id", "organization_id", "name"),
+    "crm_note_types": ("id", "name"),
+    "crm_notes": (
+        "id",
+        "organization_id",
+        "type",
+        "crm_person_id",
+        "crm_company_id",
+        "crm_deal_id",
+        "crm_ticket_id",
+        "crm_note_type_id",
+        "note",
+        "creator_id",
+        "created_at",
+        "updated_at",
+    ),
+    "assets": (
+        "id",
+        "assetable_type",
+        "assetable_id",
+        "kind",
+        "file_url",
+        "file_name",
+        "content_type",
+        "file_size",
+    ),
+    "crm_note_attachments": (
+        "id",
+        "crm_note_id",
+        "file_url",
+        "file_name",
+        "content_type",
+        "file_size",
+    ),
+    "crm_checkins": ("id", "crm_note_id", "latitude", "longitude", "address", "checked_in_at"),
+}
+SSO_COLUMNS = ("company_sso_id", "email", "sso_id")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where ``seed`` writes; ``from_env`` reads the NOTES_PIPELINE_* variables."""
+
+    crm_dsn: str
+    identity_dsn: str
+    mongo_uri: str
+    mongo_db: str
+    bucket: str
+    s3_endpoint_url: str | None
+    attachment_base_url: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Targets:
+        """Targets from NOTES_PIPELINE_* environment variables."""
+        crm_dsn = env["NOTES_PIPELINE_CRM_ADMIN_DSN"]
+        endpoint = env.get("NOTES_PIPELINE_S3_ENDPOINT_URL") or None
+        bucket = env["NOTES_PIPELINE_CRM_BUCKET"]
+        base_url = env.get("NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL") or f"{endpoint}/{bucket}"
+        return cls(
+            crm_dsn=crm_dsn,
+            identity_dsn=env.get("NOTES_PIPELINE_IDENTITY_DSN") or crm_dsn,
+            mongo_uri=env["NOTES_PIPELINE_MONGO_URI"],
+            mongo_db=env.get("NOTES_PIPELINE_MONGO_DB") or "cdp",
+            bucket=bucket,
+            s3_endpoint_url=endpoint,
+            attachment_base_url=base_url,
+        )
+
+
+def file_url(base_url: str, key: str) -> str:
+    """The CRM file_url of an object key."""
+    return f"{base_url.rstrip('/')}/{key}"
+
+
+def schema_sql(name: str) -> str:
+    """Text of a packaged .sql file (``crm_schema.sql`` or ``identity_schema.sql``)."""
+    return resources.files("notes_pipeline").joinpath(name).read_text(encoding="utf-8")
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+
+def _csv_value(value) -> str:
+    """One field for COPY ... (FORMAT csv, NULL '\\N'): quoted text, bare numbers, \\N."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"'
+    return str(value)
+
+
+def _copy(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
+    """Bulk-load rows with COPY FROM STDIN."""
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write(",".join(_csv_value(v) for v in row))
+        buffer.write("\n")
+    buffer.seek(0)
+    sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    cursor.copy_expert(sql, buffer)
+
+
+def crm_rows(dataset: Dataset, table: str, base_url: str) -> Iterator[tuple]:
+    """Rows of a CRM table as tuples in COLUMNS order (file_url composed from key)."""
+    columns = COLUMNS[table]
+    for row in dataset.table(table):
+        if "key" in row:
+            row = {**row, "file_url": file_url(base_url, row["key"])}
+        yield tuple(row[c] for c in columns)
+
+
+def write_crm(conn, dataset: Dataset, base_url: str) -> list[str]:
+    """Create the CRM schema, replace every CRM table's rows; return the old company_sso_ids."""
+    with conn, conn.cursor() as cursor:
+        cursor.execute(schema_sql("crm_schema.sql"))
+        cursor.execute("SELECT company_sso_id FROM organizations")
+        previous = [r[0] for r in cursor.fetchall()]
+        cursor.execute(f"TRUNCATE {', '.join(reversed(TABLES))}")
+        for table in TABLES:
+            _copy(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
+    return previous
+
+
+def write_identity(conn, dataset: Dataset) -> None:
+    """Create ``sso_users`` and replace its rows with the dataset's identity mapping."""
+    with conn, conn.cursor() as cursor:
+        cursor.execute(schema_sql("identity_schema.sql"))
+        cursor.execute("TRUNCATE sso_users")
+        rows = (tuple(r[c] for c in SSO_COLUMNS) for r in dataset.sso_users)
+        _copy(cursor, "sso_users", SSO_COLUMNS, rows)
+
+
+# --- MongoDB ------------------------------------------------------------------
+
+
+def write_contacts(db, dataset: Dataset, previous_company_ids: Iterable[str] = ()) -> None:
+    """Replace the synthetic tenants' CDP contacts (old and new) and ensure the lookup index."""
+    stale = set(dataset.company_sso_ids())
+    stale |= {i for old in previous_company_ids for i in (old, decoy_company_sso_id(old))}
+    contacts = db["contacts"]
+    contacts.delete_many({"company_sso_id": {"$in": sorted(stale)}})
+    ids = [c["_id"] for c in dataset.contacts]
+    for chunk in _chunks(ids, 2000):
+        contacts.delete_many({"_id": {"$in": chunk}})
+    for chunk in _chunks(dataset.contacts, 1000):
+        contacts.insert_many([dict(c, crm_data=dict(c["crm_data"])) for c in chunk], ordered=False)
+    contacts.create_index([("company_sso_id", 1), ("crm_data.id", 1)], name=CONTACT_INDEX)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of ``items``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- S3 -----------------------------------------------------------------------
+
+
+def s3_client(endpoint_url: str | None, workers: int = 32):
+    """A boto3 S3 client sized for ``workers`` threads."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        max_pool_connections=workers,
+        retries={"max_attempts": 5, "mode": "standard"},
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=config,
+        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or "test",
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or "test",
+    )
+
+
+def _ensure_bucket(s3, bucket: str) -> None:
+    """Create the bucket when missing."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+
+
+def _existing_etags(s3, bucket: str) -> dict[str, str]:
+    """key -> ETag (md5 hex) of every object under OBJECT_PREFIX."""
+    found: dict[str, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=OBJECT_PREFIX):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = item["ETag"].strip('"')
+    return found
+
+
+def write_objects(s3, bucket: str, dataset: Dataset, workers: int = 32) -> dict[str, int]:
+    """Make ``orgs/`` in the bucket hold exactly the dataset's objects (unchanged ones skipped)."""
+    _ensure_bucket(s3, bucket)
+    existing = _existing_etags(s3, bucket)
+    stale = sorted(set(existing) - set(dataset.objects))
+    for chunk in _chunks(stale, 1000):
+        s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+    todo = [
+        obj
+        for key, obj in dataset.objects.items()
+        if existing.get(key) != hashlib.md5(obj.data).hexdigest()
+    ]
+
+    def put(obj: StoredObject) -> None:
+        s3.put_object(Bucket=bucket, Key=obj.key, Body=obj.data, ContentType=obj.content_type)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(put, todo))
+    return {
+        "uploaded": len(todo),
+        "unchanged": len(dataset.objects) - len(todo),
+        "deleted": len(stale),
+    }
+
+
+# --- all together ---------------------------------------------------------------
+
+
+def seed(dataset: Dataset, targets: Targets, attachments: bool = True, workers: int = 32) -> dict:
+    """Replace the stack's synthetic data with ``dataset``; return counts and timings."""
+    import psycopg2
+    from pymongo import MongoClient
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with closing(psycopg2.connect(targets.crm_dsn)) as conn:
+        previous = write_crm(conn, dataset, targets.attachment_base_url)
+    timings["crm_s"] = _lap(started)
+    with closing(psycopg2.connect(targets.identity_dsn)) as conn:
+        write_identity(conn, dataset)
+    timings["identity_s"] = _lap(started, timings)
+    with MongoClient(targets.mongo_uri) as client:
+        write_contacts(client[targets.mongo_db], dataset, previous)
+    timings["contacts_s"] = _lap(started, timings)
+    objects = {"uploaded": 0, "unchanged": 0, "deleted": 0, "skipped": not attachments}
+    if attachments:
+        s3 = s3_client(targets.s3_endpoint_url, workers)
+        objects.update(write_objects(s3, targets.bucket, dataset, workers))
+    timings["objects_s"] = _lap(started, timings)
+    timings["total_s"] = round(time.monotonic() - started, 2)
+    return {
+        "profile": dataset.profile,
+        "seed": dataset.seed,
+        "fingerprint": dataset.fingerprint(),
+        "rows": {t: len(dataset.table(t)) for t in TABLES},
+        "sso_users": len(dataset.sso_users),
+        "contacts": len(dataset.contacts),
+        "objects": objects,
+        "timings": timings,
+    }
+
+
+def _lap(started: float, timings: Mapping[str, float] | None = None) -> float:
+    """Seconds since ``started`` minus the laps already recorded."""
+    return round(time.monotonic() - started - sum((timings or {}).values()), 2)

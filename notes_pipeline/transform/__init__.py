@@ -1,0 +1,1 @@
+"""Pure transformation rules: HTML content, timestamps, attachment planning."""

@@ -1,0 +1,94 @@
+"""SPEC rules 1-7 for one CRM note: the first failing rule decides. Pure and deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from notes_pipeline import reason_codes as rc
+from notes_pipeline.model import CrmNote, NotePlan, Organization, OwnerResolution
+from notes_pipeline.transform.attachments import plan_attachments
+from notes_pipeline.transform.html import NoteContentError, content_hash, normalize_note_html
+from notes_pipeline.transform.timestamps import InvalidTimestamp, to_utc
+
+
+@dataclass(frozen=True)
+class PlanRules:
+    """The configurable inputs of the transform."""
+
+    allowed_note_type_ids: frozenset[int]
+    proxy_base_url: str
+
+
+def scope_reason(note: CrmNote, allowed_note_type_ids: Collection[int]) -> str | None:
+    """Rule 1: Person notes of an allowed type are in scope; otherwise the out-of-scope reason."""
+    if note.crm_person_id is None:
+        return rc.NOT_PERSON_NOTE
+    if note.crm_note_type_id not in allowed_note_type_ids:
+        return rc.NOTE_TYPE_EXCLUDED
+    return None
+
+
+def resolve_owner(note: CrmNote, sso_by_email: dict[str, str]) -> OwnerResolution:
+    """Rule 3: creator → CRM email → SSO uuid; otherwise a label that still shows the author."""
+    email = (note.creator_email or "").strip().lower()
+    sso_id = sso_by_email.get(email) if email else None
+    if sso_id:
+        return OwnerResolution(owner_id=sso_id, legacy_owner_label=None)
+    label = (note.creator_name or "").strip() or rc.LEGACY_OWNER_FALLBACK_LABEL
+    return OwnerResolution(owner_id=None, legacy_owner_label=label)
+
+
+def plan_note(
+    note: CrmNote,
+    *,
+    org: Organization,
+    contact_id: str | None,
+    owner: OwnerResolution,
+    rules: PlanRules,
+) -> NotePlan:
+    """Apply rules 1-7 to one note and return its plan."""
+    legacy_id = str(note.id)
+    out_of_scope = scope_reason(note, rules.allowed_note_type_ids)
+    if out_of_scope:
+        return NotePlan(legacy_id, rc.OUT_OF_SCOPE, out_of_scope, f"fk_shape={note.fk_shape}")
+    if contact_id is None:
+        return NotePlan(
+            legacy_id, rc.FAILED, rc.CONTACT_NOT_MAPPED, f"crm_person_id={note.crm_person_id}"
+        )
+    try:
+        html = normalize_note_html(note.note)
+    except NoteContentError as exc:
+        return NotePlan(legacy_id, rc.FAILED, exc.reason_code, exc.details)
+    try:
+        created_at = to_utc(note.created_at, "created_at")
+        updated_at = to_utc(note.updated_at, "updated_at")
+    except InvalidTimestamp as exc:
+        return NotePlan(legacy_id, rc.FAILED, rc.INVALID_TIMESTAMP, str(exc))
+    planned, dropped = plan_attachments(
+        org.company_sso_id, legacy_id, list(note.attachments), rules.proxy_base_url
+    )
+    document = {
+        "company_sso_id": org.company_sso_id,
+        "contact_id": contact_id,
+        "owner_id": owner.owner_id,
+        "note": html,
+        "attachments": [],
+        "is_deleted": False,
+        "legacy_crm_note_id": legacy_id,
+        "created_at": created_at,
+        "updated_at": updated_at,
+    }
+    if owner.legacy_owner_label is not None:
+        document["legacy_owner_label"] = owner.legacy_owner_label
+    return NotePlan(
+        legacy_crm_note_id=legacy_id,
+        outcome=rc.READY,
+        document=document,
+        attachments=tuple(planned),
+        dropped_attachments=tuple(dropped),
+        owner_resolved=owner.resolved,
+        crm_user_id=note.creator_id,
+        checkin_dropped=note.has_checkin,
+        content_hash=content_hash(html),
+    )

@@ -1,0 +1,75 @@
+"""Runs the four assets (and their checks) for one CID against the local stack."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pymongo import MongoClient
+
+from notes_pipeline.definitions import migration_assets
+from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.resources.crm import PostgresCrmSource
+from notes_pipeline.resources.identity import PostgresIdentityDirectory
+from notes_pipeline.resources.mongo import CdpMongo
+from notes_pipeline.resources.settings import MigrationSettings
+from notes_pipeline.resources.storage import AttachmentStorage
+
+
+def cdp_db():
+    return MongoClient(os.environ["NOTES_PIPELINE_MONGO_URI"])[
+        os.environ["NOTES_PIPELINE_MONGO_DB"]
+    ]
+
+
+def stack_resources(
+    *, mongo: CdpMongo | None = None, storage: AttachmentStorage | None = None, **settings
+) -> dict[str, object]:
+    settings.setdefault("enabled_cids", "*")
+    settings.setdefault(
+        "attachment_allowed_hosts", os.environ["NOTES_PIPELINE_ATTACHMENT_ALLOWED_HOSTS"]
+    )
+    settings.setdefault("cdp_proxy_base_url", os.environ["NOTES_PIPELINE_CDP_PROXY_BASE_URL"])
+    return {
+        "crm": PostgresCrmSource(dsn=os.environ["NOTES_PIPELINE_CRM_DSN"]),
+        "cdp_mongo": mongo
+        or CdpMongo(
+            uri=os.environ["NOTES_PIPELINE_MONGO_URI"],
+            database=os.environ["NOTES_PIPELINE_MONGO_DB"],
+        ),
+        "attachment_storage": storage
+        or AttachmentStorage(
+            bucket=os.environ["NOTES_PIPELINE_CDP_BUCKET"],
+            endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"],
+        ),
+        "identity": PostgresIdentityDirectory(dsn=os.environ["NOTES_PIPELINE_IDENTITY_DSN"]),
+        "settings": MigrationSettings(**settings),
+    }
+
+
+def run_cid(
+    cid: str,
+    resources: dict[str, object],
+    *,
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    instance = instance or dg.DagsterInstance.get()
+    if cid not in instance.get_dynamic_partitions(cid_partitions.name):
+        instance.add_dynamic_partitions(cid_partitions.name, [cid])
+    return dg.materialize(
+        migration_assets,
+        partition_key=cid,
+        resources=resources,
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    events = result.asset_materializations_for_node(asset)
+    return {k: v.value for k, v in events[-1].metadata.items()} if events else {}
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}

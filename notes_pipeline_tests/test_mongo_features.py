@@ -1,0 +1,231 @@
+"""One test per MongoDB feature the product relies on (docs/MONGODB.md).
+
+Runs against whichever server the stack is configured with: FerretDB 1.x (default local
+stack) or real MongoDB (CI's mongo:7 service, or a local mongod).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from notes_pipeline.resources.mongo_indexes import (
+    CONTACT_NOTES_INDEX_KEYS,
+    CONTACT_NOTES_INDEX_NAME,
+    CONTACTS_INDEX_KEYS,
+    VARIANT_PARTIAL,
+    VARIANT_PLAIN,
+    drop_contact_notes_index,
+    ensure_contact_notes_index,
+    ensure_contacts_index,
+    is_ferretdb,
+)
+
+pytestmark = pytest.mark.stack
+
+WIB = timezone(timedelta(hours=7))
+
+
+@pytest.fixture
+def coll(mongo_db):
+    """A fresh collection per test in the session database."""
+    name = f"contact_notes_{uuid.uuid4().hex[:8]}"
+    yield mongo_db[name]
+    mongo_db.drop_collection(name)
+
+
+@pytest.fixture(scope="module")
+def ferret(mongo_client) -> bool:
+    return "ferretdbVersion" in mongo_client.admin.command("buildInfo")
+
+
+def _indexes(coll) -> dict[str, dict]:
+    return {ix["name"]: dict(ix) for ix in coll.list_indexes()}
+
+
+def _upsert(company: str, legacy_id: str, **doc) -> UpdateOne:
+    full = {"company_sso_id": company, "legacy_crm_note_id": legacy_id, **doc}
+    return UpdateOne(
+        {"company_sso_id": company, "legacy_crm_note_id": legacy_id},
+        {"$setOnInsert": full},
+        upsert=True,
+    )
+
+
+# (1) ------------------------------------------------------------------------------------
+def test_partial_filter_expression_support_is_what_we_expect(coll, ferret):
+    """FerretDB 1.x REJECTS partialFilterExpression (it does not silently ignore it);
+    MongoDB keeps it on the index."""
+    keys = CONTACT_NOTES_INDEX_KEYS
+    pfe = {"legacy_crm_note_id": {"$exists": True}}
+    if ferret:
+        with pytest.raises(OperationFailure) as info:
+            coll.create_index(keys, name="probe", unique=True, partialFilterExpression=pfe)
+        assert info.value.code == 238, info.value.details  # NotImplemented
+        assert "partialFilterExpression" in info.value.details["errmsg"]
+        assert "probe" not in _indexes(coll)  # nothing half-created
+    else:
+        coll.create_index(keys, name="probe", unique=True, partialFilterExpression=pfe)
+        assert _indexes(coll)["probe"]["partialFilterExpression"] == pfe
+
+
+def test_unique_index_native_notes_never_collide(coll, ferret):
+    variant = ensure_contact_notes_index(coll)
+    assert variant == (VARIANT_PLAIN if ferret else VARIANT_PARTIAL)
+    assert is_ferretdb(coll) == ferret
+
+    index = _indexes(coll)[CONTACT_NOTES_INDEX_NAME]
+    assert index["unique"] is True
+    assert list(index["key"].items()) == [(k, v) for k, v in CONTACT_NOTES_INDEX_KEYS]
+
+    # idempotent: a second call changes nothing
+    before = _indexes(coll)
+    assert ensure_contact_notes_index(coll) == variant
+    assert _indexes(coll) == before
+
+    # two native notes (no legacy_crm_note_id) in one company never collide
+    coll.insert_one({"company_sso_id": "co-a", "note": "native 1"})
+    coll.insert_one({"company_sso_id": "co-a", "note": "native 2"})
+    coll.insert_one({"company_sso_id": "co-a", "note": "native 3"})
+    assert coll.count_documents({"company_sso_id": "co-a"}) == 3
+
+    # a duplicate legacy id in one company is rejected ...
+    coll.insert_one({"company_sso_id": "co-a", "legacy_crm_note_id": "101"})
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"company_sso_id": "co-a", "legacy_crm_note_id": "101"})
+    # ... while the same legacy id in another company is fine
+    coll.insert_one({"company_sso_id": "co-b", "legacy_crm_note_id": "101"})
+    assert coll.count_documents({"legacy_crm_note_id": "101"}) == 2
+
+    # documented down-step: drop (idempotent), documents untouched; up-step again
+    assert drop_contact_notes_index(coll) is True
+    assert drop_contact_notes_index(coll) is False
+    assert CONTACT_NOTES_INDEX_NAME not in _indexes(coll)
+    assert coll.count_documents({}) == 5
+    assert ensure_contact_notes_index(coll) == variant
+
+
+# (2) ------------------------------------------------------------------------------------
+def test_bulk_write_set_on_insert_upsert_counts_and_rerun(coll):
+    ensure_contact_notes_index(coll)
+    created = datetime(2022, 3, 4, 3, 0, tzinfo=UTC)
+    first = [_upsert("co-a", str(i), note=f"v1 {i}", created_at=created) for i in range(10)]
+    res = coll.bulk_write(first, ordered=False)
+    assert (res.upserted_count, res.matched_count, res.modified_count) == (10, 0, 0)
+    assert sorted(res.upserted_ids) == list(range(10))
+    snapshot = {d["_id"]: d for d in coll.find({"company_sso_id": "co-a"})}
+
+    # re-run with different content: everything matched, nothing modified
+    again = [_upsert("co-a", str(i), note=f"v2 {i}", created_at=created) for i in range(10)]
+    res = coll.bulk_write(again, ordered=False)
+    assert (res.upserted_count, res.matched_count, res.modified_count) == (0, 10, 0)
+    assert {d["_id"]: d for d in coll.find({"company_sso_id": "co-a"})} == snapshot
+
+    # mixed batch: 5 existing + 5 new; the same ids in another company are new there
+    mixed = [_upsert("co-a", str(i), note="v3") for i in range(5, 15)]
+    res = coll.bulk_write(mixed, ordered=False)
+    assert (res.upserted_count, res.matched_count) == (5, 5)
+    assert sorted(res.upserted_ids) == list(range(5, 10))
+    res = coll.bulk_write([_upsert("co-b", str(i)) for i in range(3)], ordered=False)
+    assert (res.upserted_count, res.matched_count) == (3, 0)
+    assert coll.count_documents({"company_sso_id": "co-a"}) == 15
+
+
+# (3) ------------------------------------------------------------------------------------
+def test_set_on_insert_keeps_caller_datetimes_utc_ms(coll, mongo_client):
+    created = datetime(2021, 7, 1, 23, 59, 58, 123456, tzinfo=WIB)  # = 16:59:58.123 UTC
+    updated = datetime(2023, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)
+    coll.bulk_write(
+        [_upsert("co-a", "1", created_at=created, updated_at=updated)], ordered=False
+    )
+    doc = coll.find_one({"company_sso_id": "co-a", "legacy_crm_note_id": "1"})
+    # default client: naive datetimes in UTC, truncated to milliseconds
+    assert doc["created_at"] == datetime(2021, 7, 1, 16, 59, 58, 123000)
+    assert doc["updated_at"] == datetime(2023, 1, 2, 3, 4, 5, 678000)
+    assert doc["updated_at"] != doc["created_at"]
+
+    aware = coll.with_options(
+        codec_options=coll.codec_options.with_options(tz_aware=True, tzinfo=UTC)
+    )
+    doc = aware.find_one({"company_sso_id": "co-a", "legacy_crm_note_id": "1"})
+    assert doc["created_at"] == created.replace(microsecond=123000)
+    assert doc["created_at"].utcoffset() == timedelta(0)
+
+    # stored as BSON dates (type 9), so range queries on them work
+    assert coll.count_documents({"created_at": {"$type": "date"}}) == 1
+    assert coll.count_documents({"created_at": {"$lt": datetime(2021, 7, 2, tzinfo=UTC)}}) == 1
+
+
+# (4) ------------------------------------------------------------------------------------
+def test_count_documents_migrated_notes_per_company(coll):
+    ensure_contact_notes_index(coll)
+    coll.bulk_write([_upsert("co-a", str(i)) for i in range(7)], ordered=False)
+    coll.bulk_write([_upsert("co-b", str(i)) for i in range(3)], ordered=False)
+    coll.insert_many([{"company_sso_id": "co-a", "note": "native"} for _ in range(4)])
+
+    migrated = {"company_sso_id": "co-a", "legacy_crm_note_id": {"$exists": True}}
+    assert coll.count_documents(migrated) == 7
+    assert coll.count_documents({"company_sso_id": "co-a"}) == 11
+    assert coll.count_documents({"company_sso_id": "co-b", "legacy_crm_note_id": {"$exists": True}}) == 3
+    assert coll.count_documents({"company_sso_id": "co-c", "legacy_crm_note_id": {"$exists": True}}) == 0
+
+
+# (5) ------------------------------------------------------------------------------------
+def test_aggregate_group_duplicate_scan(coll):
+    # no unique index here: plant duplicates the index would normally prevent
+    coll.insert_many(
+        [{"company_sso_id": "co-a", "legacy_crm_note_id": str(i)} for i in range(6)]
+        + [{"company_sso_id": "co-a", "legacy_crm_note_id": "2"}]
+        + [{"company_sso_id": "co-a", "legacy_crm_note_id": "4"} for _ in range(2)]
+        + [{"company_sso_id": "co-b", "legacy_crm_note_id": "2"}]  # other company: no dup
+        + [{"company_sso_id": "co-a", "note": "native"} for _ in range(3)]  # natives: no dup
+    )
+    pipeline = [
+        {"$match": {"company_sso_id": "co-a", "legacy_crm_note_id": {"$exists": True}}},
+        {
+            "$group": {
+                "_id": {"company_sso_id": "$company_sso_id", "legacy_crm_note_id": "$legacy_crm_note_id"},
+                "count": {"$sum": 1},
+            }
+        },
+        {"$match": {"count": {"$gt": 1}}},
+        {"$sort": {"_id.legacy_crm_note_id": 1}},
+    ]
+    dups = list(coll.aggregate(pipeline))
+    assert [(d["_id"]["legacy_crm_note_id"], d["count"]) for d in dups] == [("2", 2), ("4", 3)]
+    assert all(d["_id"]["company_sso_id"] == "co-a" for d in dups)
+
+    coll.delete_many({"company_sso_id": "co-a", "legacy_crm_note_id": {"$in": ["2", "4"]}})
+    assert list(coll.aggregate(pipeline)) == []
+
+
+# (6) ------------------------------------------------------------------------------------
+def test_find_in_over_crm_data_id_scoped_by_company(mongo_db):
+    contacts = mongo_db[f"contacts_{uuid.uuid4().hex[:8]}"]
+    try:
+        name = ensure_contacts_index(contacts)
+        assert ensure_contacts_index(contacts) == name  # idempotent
+        index = {ix["name"]: ix for ix in contacts.list_indexes()}[name]
+        assert list(index["key"].items()) == [(k, v) for k, v in CONTACTS_INDEX_KEYS]
+
+        contacts.insert_many(
+            [{"company_sso_id": "co-a", "crm_data": {"id": str(i)}, "n": i} for i in range(50)]
+            + [{"company_sso_id": "co-b", "crm_data": {"id": str(i)}, "n": -i} for i in range(50)]
+        )
+        wanted = [str(i) for i in (3, 7, 11, 49, 999)]  # 999 does not exist
+        found = list(
+            contacts.find(
+                {"company_sso_id": "co-a", "crm_data.id": {"$in": wanted}},
+                {"_id": 1, "crm_data.id": 1, "company_sso_id": 1},
+            )
+        )
+        assert sorted(d["crm_data"]["id"] for d in found) == ["11", "3", "49", "7"]
+        assert {d["company_sso_id"] for d in found} == {"co-a"}
+        # the int person id must be cast to string: an int never matches
+        assert contacts.count_documents({"company_sso_id": "co-a", "crm_data.id": {"$in": [3]}}) == 0
+    finally:
+        mongo_db.drop_collection(contacts.name)
