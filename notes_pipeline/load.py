@@ -114,26 +114,27 @@ def _attachment_failed(ctx, result, plan, asset_id, attachment_type, reason_code
 
 
 def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> BulkUpsertResult:
-    """One bulk upsert; rows that fail (or a failed call) are retried once (upserts are safe)."""
+    """One bulk upsert; rows that failed (or a failed call) are retried once, row by row.
+
+    Row by row, so one bad row cannot hold back the others on servers that stop an unordered
+    bulk at its first error. Upserts make the retry safe.
+    """
     try:
         first = ctx.mongo.upsert_notes(ctx.org.company_sso_id, documents)
     except PyMongoError as exc:
         first = BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(documents))})
-    if not first.errors:
-        return first
-    retry_index = sorted(first.errors)
-    try:
-        second = ctx.mongo.upsert_notes(ctx.org.company_sso_id, [documents[i] for i in retry_index])
-    except PyMongoError as exc:
-        second = BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(retry_index))})
     merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
-    for local, original in enumerate(retry_index):
-        if local in second.upserted:
-            merged.upserted.add(original)
-        elif local in second.errors:
-            merged.errors[original] = second.errors[local]
+    for index in sorted(first.errors):
+        try:
+            again = ctx.mongo.upsert_notes(ctx.org.company_sso_id, [documents[index]])
+        except PyMongoError as exc:
+            again = BulkUpsertResult(errors={0: type(exc).__name__})
+        if again.upserted:
+            merged.upserted.add(index)
+        elif again.matched:
+            merged.matched.add(index)
         else:
-            merged.matched.add(original)
+            merged.errors[index] = again.errors.get(0, first.errors[index])
     return merged
 
 

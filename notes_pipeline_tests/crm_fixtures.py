@@ -52,6 +52,10 @@ class FixtureOrg:
         self.company_sso_id = self.company_sso_id or f"company-{self.cid}"
         self.contact_ids = {pid: f"contact-{self.cid}-{pid}" for pid in self.mapped_person_ids}
 
+    def row_id(self, local_id: int | None) -> int | None:
+        """Person/user ids are local to the fixture; rows get `cid × 1000 + id`."""
+        return None if local_id is None else self.cid * 1000 + local_id
+
 
 def file_url(key: str) -> str:
     return f"{os.environ['NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL']}/{key}"
@@ -76,13 +80,13 @@ def install(org: FixtureOrg, mongo_db) -> None:
         )
         for uid, (name, email) in org.users.items():
             cur.execute(
-                "INSERT INTO users VALUES (%s, %s, %s, %s, NULL)", (uid, org.cid, name, email)
+                "INSERT INTO users VALUES (%s, %s, %s, %s, NULL)", (org.row_id(uid), org.cid, name, email)
             )
         people = {n.person_id for n in org.notes if n.person_id} | org.mapped_person_ids
         for pid in sorted(people):
             cur.execute(
                 "INSERT INTO crm_people (id, organization_id, full_name) VALUES (%s,%s,%s)",
-                (pid, org.cid, f"Person {pid}"),
+                (org.row_id(pid), org.cid, f"Person {pid}"),
             )
         for n in org.notes:
             _insert_note(cur, org, n, s3, bucket)
@@ -100,9 +104,9 @@ def install(org: FixtureOrg, mongo_db) -> None:
                 {
                     "_id": cid_,
                     "company_sso_id": org.company_sso_id,
-                    "crm_data": {"id": str(pid)},
+                    "crm_data": {"id": str(org.row_id(pid))},
                     "source": "crm",
-                    "source_id": str(pid),
+                    "source_id": str(org.row_id(pid)),
                 }
                 for pid, cid_ in org.contact_ids.items()
             ]
@@ -130,12 +134,12 @@ def _insert_note(cur, org: FixtureOrg, n: FixtureNote, s3, bucket: str) -> None:
             n.id,
             org.cid,
             note_type,
-            n.person_id,
+            org.row_id(n.person_id),
             n.company_id,
             n.deal_id,
             n.note_type_id,
             n.html,
-            n.creator_id,
+            org.row_id(n.creator_id),
             n.created_at,
             n.updated_at,
         ),

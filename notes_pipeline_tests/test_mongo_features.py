@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from bson import ObjectId
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from notes_pipeline.resources.mongo_indexes import (
     CONTACT_NOTES_INDEX_KEYS,
@@ -129,10 +130,79 @@ def test_bulk_write_set_on_insert_upsert_counts_and_rerun(coll):
     mixed = [_upsert("co-a", str(i), note="v3") for i in range(5, 15)]
     res = coll.bulk_write(mixed, ordered=False)
     assert (res.upserted_count, res.matched_count) == (5, 5)
-    assert sorted(res.upserted_ids) == list(range(5, 10))
+    new_ids = {d["_id"] for d in coll.find({"legacy_crm_note_id": {"$in": [str(i) for i in range(10, 15)]}})}
+    assert set(res.upserted_ids.values()) == new_ids
     res = coll.bulk_write([_upsert("co-b", str(i)) for i in range(3)], ordered=False)
     assert (res.upserted_count, res.matched_count) == (3, 0)
     assert coll.count_documents({"company_sso_id": "co-a"}) == 15
+
+
+def test_bulk_write_per_row_attribution(coll, ferret):
+    """Which op of a batch was upserted: MongoDB reports the op index in ``upserted[].index``;
+    FerretDB 1.x reports a running counter (0, 1, 2 ... per upsert), NOT the op index.
+    Portable attribution: the caller sets ``_id`` in ``$setOnInsert`` and maps
+    ``upserted_ids`` values (the ``_id``s) back to rows."""
+    ensure_contact_notes_index(coll)
+    coll.bulk_write([_upsert("co-a", str(i)) for i in (1, 3)], ordered=False)
+    row_ids = {str(i): ObjectId() for i in range(5)}
+    ops = [_upsert("co-a", key, _id=oid) for key, oid in row_ids.items()]
+    res = coll.bulk_write(ops, ordered=False)
+    assert (res.upserted_count, res.matched_count) == (3, 2)
+
+    # portable: caller-set _id is stored and reported as the upserted _id
+    by_id = {oid: key for key, oid in row_ids.items()}
+    assert sorted(by_id[oid] for oid in res.upserted_ids.values()) == ["0", "2", "4"]
+    assert coll.count_documents({"_id": {"$in": list(row_ids.values())}}) == 3
+
+    # server-specific: what upserted[].index means
+    if ferret:
+        assert sorted(res.upserted_ids) == [0, 1, 2]  # counter, not op index
+    else:
+        assert sorted(res.upserted_ids) == [0, 2, 4]  # op index
+
+
+def test_bulk_write_error_mid_batch(coll, ferret):
+    """A failing op inside an unordered batch. MongoDB: BulkWriteError naming the op, every
+    other op executed. FerretDB 1.x ignores ``ordered=False`` (its issue #2612): it stops at
+    the failing op (earlier ops stay committed, later ones never run) and answers with
+    ``writeErrors`` but without ``n``/``nModified`` -- pymongo then fails with a KeyError
+    instead of a BulkWriteError. After any failed batch, re-run it (upserts are idempotent)
+    or reconcile by querying the batch's legacy ids; don't trust per-op error indexes."""
+    ensure_contact_notes_index(coll)
+    taken = ObjectId()
+    coll.insert_one({"_id": taken, "company_sso_id": "co-a", "legacy_crm_note_id": "x"})
+    ops = [
+        _upsert("co-a", "0"),
+        _upsert("co-a", "1", _id=taken),  # insert with an existing _id: E11000
+        _upsert("co-a", "2"),
+    ]
+    migrated = {"company_sso_id": "co-a", "legacy_crm_note_id": {"$in": ["0", "1", "2"]}}
+    if ferret:
+        raw = coll.database.command(
+            "update",
+            coll.name,
+            updates=[{"q": op._filter, "u": op._doc, "upsert": True} for op in ops],
+            ordered=False,
+            check=False,
+        )
+        assert [e["code"] for e in raw["writeErrors"]] == [11000]
+        assert "nModified" not in raw
+        assert sorted(d["legacy_crm_note_id"] for d in coll.find(migrated)) == ["0"]
+        coll.delete_many(migrated)
+        with pytest.raises((BulkWriteError, KeyError)):
+            coll.bulk_write(ops, ordered=False)
+        assert sorted(d["legacy_crm_note_id"] for d in coll.find(migrated)) == ["0"]
+    else:
+        with pytest.raises(BulkWriteError) as info:
+            coll.bulk_write(ops, ordered=False)
+        details = info.value.details
+        assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 11000)]
+        assert details["nUpserted"] == 2
+        assert sorted(d["legacy_crm_note_id"] for d in coll.find(migrated)) == ["0", "2"]
+    # the retry of the same batch without the bad row completes it on both servers
+    res = coll.bulk_write([ops[0], ops[2]], ordered=False)
+    assert res.upserted_count + res.matched_count == 2
+    assert sorted(d["legacy_crm_note_id"] for d in coll.find(migrated)) == ["0", "2"]
 
 
 # (3) ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def crm_notes_raw(
     events.emit(
         context.log,
         events.STARTED,
-        job_id=context.run_id,
+        job_id=context.run.run_id,
         cid=cid,
         triggered_by=context.run.tags.get(
             "user", context.run.tags.get("dagster/backfill", "dagster")

@@ -59,7 +59,7 @@ def cdp_notes_loaded(
         failure_threshold=settings.failure_threshold_pct / 100,
         attachment_workers=settings.attachment_workers,
         log=context.log,
-        job_id=context.run_id,
+        job_id=context.run.run_id,
         on_batch=report_progress,
     )
     result = load_ready_notes(ctx, normalized_notes.plans)

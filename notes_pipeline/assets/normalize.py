@@ -104,7 +104,7 @@ def normalized_notes(
 
 
 def _emit_plan_events(context: dg.AssetExecutionContext, cid: str, plan: NotePlan) -> None:
-    log, job_id, legacy_id = events.note_log, context.run_id, plan.legacy_crm_note_id
+    log, job_id, legacy_id = events.note_log, context.run.run_id, plan.legacy_crm_note_id
     if plan.outcome == rc.FAILED:
         events.emit(
             log,

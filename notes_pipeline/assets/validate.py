@@ -64,7 +64,7 @@ def validation_report(
     failed_by_reason = Counter(p.reason_code for p in plans if p.outcome == rc.FAILED)
     failed_by_reason.update(o.reason_code for o in load.outcomes if o.outcome == rc.FAILED)
     csv_bytes, error_rows = error_log_csv(plans, load)
-    error_key = f"_migration_reports/{org.cid}/{context.run_id}/error_log.csv"
+    error_key = f"_migration_reports/{org.cid}/{context.run.run_id}/error_log.csv"
     attachment_storage.put(error_key, csv_bytes, "text/csv")
     report = ValidationReport(
         cid=org.cid,
@@ -102,7 +102,7 @@ def validation_report(
     events.emit(
         context.log,
         events.COMPLETED,
-        job_id=context.run_id,
+        job_id=context.run.run_id,
         cid=org.cid,
         status=report.status,
         notes_migrated=counts[rc.MIGRATED],

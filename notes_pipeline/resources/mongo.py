@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 from pymongo import MongoClient, UpdateOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, PyMongoError
 
 from notes_pipeline.resources.mongo_indexes import (
     drop_contact_notes_index,
@@ -71,33 +71,52 @@ class CdpMongo(dg.ConfigurableResource):
     def upsert_notes(
         self, company_sso_id: str, documents: Sequence[dict[str, Any]]
     ) -> BulkUpsertResult:
-        """`$setOnInsert` upserts keyed by (company_sso_id, legacy_crm_note_id), unordered."""
+        """`$setOnInsert` upserts keyed by (company_sso_id, legacy_crm_note_id), unordered.
+
+        Per-row outcomes come from what exists before and after the write (one indexed `$in`
+        each), not from the server's reply details, which some wire-compatible servers leave
+        incomplete when a row fails. Connection errors propagate so the caller can retry.
+        """
         for doc in documents:
             if doc["company_sso_id"] != company_sso_id:
                 raise ValueError("document outside the company scope")
+        keys = [doc["legacy_crm_note_id"] for doc in documents]
+        before = self._existing(company_sso_id, keys)
         requests = [
             UpdateOne(
-                {"company_sso_id": company_sso_id, "legacy_crm_note_id": doc["legacy_crm_note_id"]},
+                {"company_sso_id": company_sso_id, "legacy_crm_note_id": key},
                 {"$setOnInsert": doc},
                 upsert=True,
             )
-            for doc in documents
+            for key, doc in zip(keys, documents, strict=True)
         ]
-        result = BulkUpsertResult()
+        codes: dict[int, str] = {}
         try:
-            outcome = self.notes.bulk_write(requests, ordered=False)
-            details_upserted = set(outcome.upserted_ids or {})
-            errors: dict[int, str] = {}
+            self.notes.bulk_write(requests, ordered=False)
         except BulkWriteError as exc:
-            details_upserted = {item["index"] for item in exc.details.get("upserted", [])}
-            errors = {
-                err["index"]: f"code={err.get('code')}"
-                for err in exc.details.get("writeErrors", [])
-            }
-        result.upserted = details_upserted
-        result.errors = errors
-        result.matched = set(range(len(documents))) - details_upserted - set(errors)
+            errors = exc.details.get("writeErrors", [])
+            codes = {e["index"]: f"code={e.get('code')}" for e in errors}
+        except (ConnectionFailure, ExecutionTimeout):
+            raise
+        except (PyMongoError, KeyError, TypeError) as exc:  # incomplete reply from the server
+            codes = {i: type(exc).__name__ for i in range(len(keys))}
+        after = self._existing(company_sso_id, keys)
+        result = BulkUpsertResult()
+        for index, key in enumerate(keys):
+            if key in before:
+                result.matched.add(index)
+            elif key in after:
+                result.upserted.add(index)
+            else:
+                result.errors[index] = codes.get(index, "write error")
         return result
+
+    def _existing(self, company_sso_id: str, keys: Sequence[str]) -> set[str]:
+        cursor = self.notes.find(
+            {"company_sso_id": company_sso_id, "legacy_crm_note_id": {"$in": list(keys)}},
+            {"legacy_crm_note_id": 1, "_id": 0},
+        )
+        return {doc["legacy_crm_note_id"] for doc in cursor}
 
     def count_migrated(self, company_sso_id: str) -> int:
         return self.notes.count_documents({"company_sso_id": company_sso_id, **MIGRATED})

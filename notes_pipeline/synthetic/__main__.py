@@ -27,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--no-attachments", action="store_true", help="skip the S3 upload")
     seed.add_argument("--workers", type=int, default=32, help="S3 upload threads")
     seed.add_argument(
+        "--truncate",
+        action="store_true",
+        help="empty all CRM/identity tables (also non-synthetic test orgs)",
+    )
+    seed.add_argument(
         "--env-file",
         type=Path,
         help="KEY=VALUE file (e.g. .stack/env) for unset NOTES_PIPELINE_* vars",
@@ -64,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         load_env_file(args.env_file)
     build_s = round(time.monotonic() - started, 2)
     result = seed(
-        dataset, Targets.from_env(), attachments=not args.no_attachments, workers=args.workers
+        dataset,
+        Targets.from_env(),
+        attachments=not args.no_attachments,
+        workers=args.workers,
+        truncate=args.truncate,
     )
     result["timings"] = {
         "build_s": build_s,

@@ -193,6 +193,11 @@ def profile_sizes(profile: str) -> list[tuple[int, int]]:
     return [(FULL_FIRST_CID + i, n) for i, n in enumerate(sizes)]
 
 
+def synthetic_cids() -> set[int]:
+    """Every CID any profile generates (what ``seed`` replaces)."""
+    return {cid for profile in PROFILES for cid, _ in profile_sizes(profile)}
+
+
 def _rebalance(values: list[int], total: int, low: int, high: int) -> None:
     """Nudge ``values`` by one at a time (within bounds) until they sum to ``total``."""
     i = 0

@@ -1,10 +1,11 @@
 """Write a synthetic Dataset to the stack: CRM PostgreSQL, identity table, CDP contacts, S3.
 
-``seed`` replaces the previous synthetic data: CRM tables and ``sso_users`` are
-truncated and reloaded (COPY, one transaction each), CDP contacts of the old and
-new synthetic tenants are deleted and reinserted, and the CRM bucket's ``orgs/``
-prefix is made to hold exactly the dataset's objects. Seeding twice is a no-op
-on the resulting state.
+``seed`` replaces the previous synthetic data: the rows of every synthetic CID
+(both profiles) and their ``sso_users`` are deleted and reloaded with COPY, one
+transaction per database (``truncate=True`` empties the tables instead); CDP
+contacts of the old and new synthetic tenants are deleted and reinserted; the
+CRM bucket's ``orgs/`` prefix is made to hold exactly the dataset's objects.
+Seeding twice leaves the same state.
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
-from notes_pipeline.synthetic.dataset import TABLES, Dataset, StoredObject, decoy_company_sso_id
+from notes_pipeline.synthetic.dataset import (
+    TABLES,
+    Dataset,
+    StoredObject,
+    decoy_company_sso_id,
+    synthetic_cids,
+)
 
 OBJECT_PREFIX = "orgs/"
+LOCK_NAME = "notes_pipeline.synthetic.seed"
 CONTACT_INDEX = "crm_contact_index"
+CONTACT_INDEX_KEYS = [("company_sso_id", 1), ("crm_data.id", 1)]
 COLUMNS = {
     "organizations": ("id", "name", "company_sso_id"),
     "users": ("id", "organization_id", "full_name", "email", "deleted_at"),
@@ -145,23 +154,65 @@ def crm_rows(dataset: Dataset, table: str, base_url: str) -> Iterator[tuple]:
         yield tuple(row[c] for c in columns)
 
 
-def write_crm(conn, dataset: Dataset, base_url: str) -> list[str]:
-    """Create the CRM schema, replace every CRM table's rows; return the old company_sso_ids."""
+def write_crm(conn, dataset: Dataset, base_url: str, truncate: bool = False) -> list[str]:
+    """Create the CRM schema and replace the synthetic CIDs' rows; return their old company ids.
+
+    Only synthetic CIDs (of any profile) are deleted, so hand-built test orgs sharing the
+    database survive; ``truncate=True`` empties every CRM table instead.
+    """
     with conn, conn.cursor() as cursor:
         cursor.execute(schema_sql("crm_schema.sql"))
-        cursor.execute("SELECT company_sso_id FROM organizations")
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK_NAME,))
+        cids = sorted(synthetic_cids() | {o["id"] for o in dataset.organizations})
+        cursor.execute("SELECT company_sso_id FROM organizations WHERE id = ANY(%s)", (cids,))
         previous = [r[0] for r in cursor.fetchall()]
-        cursor.execute(f"TRUNCATE {', '.join(reversed(TABLES))}")
+        if truncate:
+            cursor.execute(f"TRUNCATE {', '.join(reversed(TABLES))}")
+        else:
+            _delete_cids(cursor, cids)
+        _upsert_note_types(cursor, dataset)
         for table in TABLES:
-            _copy(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
+            if table != "crm_note_types":
+                _copy(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
     return previous
 
 
-def write_identity(conn, dataset: Dataset) -> None:
-    """Create ``sso_users`` and replace its rows with the dataset's identity mapping."""
+def _delete_cids(cursor, cids: list[int]) -> None:
+    """Delete every CRM row of the given CIDs (notes' children first)."""
+    notes = "SELECT id FROM crm_notes WHERE organization_id = ANY(%(cids)s)"
+    for table, column in (
+        ("assets", "assetable_id"),
+        ("crm_note_attachments", "crm_note_id"),
+        ("crm_checkins", "crm_note_id"),
+    ):
+        cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({notes})", {"cids": cids})
+    for table in ("crm_notes", "users", "crm_people", "crm_companies", "crm_deals", "crm_tickets"):
+        cursor.execute(f"DELETE FROM {table} WHERE organization_id = ANY(%s)", (cids,))
+    cursor.execute("DELETE FROM organizations WHERE id = ANY(%s)", (cids,))
+
+
+def _upsert_note_types(cursor, dataset: Dataset) -> None:
+    """Insert or rename the activity types (other writers may share the table)."""
+    for row in dataset.crm_note_types:
+        cursor.execute(
+            "INSERT INTO crm_note_types (id, name) VALUES (%(id)s, %(name)s)"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+            row,
+        )
+
+
+def write_identity(
+    conn, dataset: Dataset, previous_company_ids: Iterable[str] = (), truncate: bool = False
+) -> None:
+    """Create ``sso_users`` and replace the synthetic tenants' identity rows."""
+    stale = sorted(set(previous_company_ids) | {o["company_sso_id"] for o in dataset.organizations})
     with conn, conn.cursor() as cursor:
         cursor.execute(schema_sql("identity_schema.sql"))
-        cursor.execute("TRUNCATE sso_users")
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK_NAME,))
+        if truncate:
+            cursor.execute("TRUNCATE sso_users")
+        else:
+            cursor.execute("DELETE FROM sso_users WHERE company_sso_id = ANY(%s)", (stale,))
         rows = (tuple(r[c] for c in SSO_COLUMNS) for r in dataset.sso_users)
         _copy(cursor, "sso_users", SSO_COLUMNS, rows)
 
@@ -180,7 +231,15 @@ def write_contacts(db, dataset: Dataset, previous_company_ids: Iterable[str] = (
         contacts.delete_many({"_id": {"$in": chunk}})
     for chunk in _chunks(dataset.contacts, 1000):
         contacts.insert_many([dict(c, crm_data=dict(c["crm_data"])) for c in chunk], ordered=False)
-    contacts.create_index([("company_sso_id", 1), ("crm_data.id", 1)], name=CONTACT_INDEX)
+    ensure_contact_index(contacts)
+
+
+def ensure_contact_index(contacts) -> str:
+    """Index (company_sso_id, crm_data.id); an existing index on those keys (any name) is kept."""
+    for index in contacts.list_indexes():
+        if [(k, int(v)) for k, v in index["key"].items()] == CONTACT_INDEX_KEYS:
+            return index["name"]
+    return contacts.create_index(CONTACT_INDEX_KEYS, name=CONTACT_INDEX)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -261,18 +320,27 @@ def write_objects(s3, bucket: str, dataset: Dataset, workers: int = 32) -> dict[
 # --- all together ---------------------------------------------------------------
 
 
-def seed(dataset: Dataset, targets: Targets, attachments: bool = True, workers: int = 32) -> dict:
-    """Replace the stack's synthetic data with ``dataset``; return counts and timings."""
+def seed(
+    dataset: Dataset,
+    targets: Targets,
+    attachments: bool = True,
+    workers: int = 32,
+    truncate: bool = False,
+) -> dict:
+    """Replace the stack's synthetic data with ``dataset``; return counts and timings.
+
+    ``truncate=True`` also wipes non-synthetic CRM and identity rows.
+    """
     import psycopg2
     from pymongo import MongoClient
 
     timings: dict[str, float] = {}
     started = time.monotonic()
     with closing(psycopg2.connect(targets.crm_dsn)) as conn:
-        previous = write_crm(conn, dataset, targets.attachment_base_url)
+        previous = write_crm(conn, dataset, targets.attachment_base_url, truncate)
     timings["crm_s"] = _lap(started)
     with closing(psycopg2.connect(targets.identity_dsn)) as conn:
-        write_identity(conn, dataset)
+        write_identity(conn, dataset, previous, truncate)
     timings["identity_s"] = _lap(started, timings)
     with MongoClient(targets.mongo_uri) as client:
         write_contacts(client[targets.mongo_db], dataset, previous)

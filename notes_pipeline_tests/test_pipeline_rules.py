@@ -1,0 +1,323 @@
+"""The pipeline on hand-built CIDs against the local stack: reason codes, isolation, idempotency."""
+
+import csv
+import io
+import os
+
+import boto3
+import pytest
+from pymongo import IndexModel
+from pymongo.errors import AutoReconnect
+
+from crm_fixtures import MP3, PDF, PNG, FixtureNote, FixtureOrg, install
+from notes_pipeline import reason_codes as rc
+from notes_pipeline.resources.crm import PostgresCrmSource
+from notes_pipeline.resources.mongo import CdpMongo
+from notes_pipeline.resources.storage import AttachmentStorage
+from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
+
+RELAXED = {"coverage_threshold_pct": 0, "failure_threshold_pct": 100}
+
+
+@pytest.fixture
+def db():
+    return cdp_db()
+
+
+def fresh(org: FixtureOrg, db) -> FixtureOrg:
+    install(org, db)
+    db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})
+    return org
+
+
+def error_log_rows(result) -> list[dict]:
+    key = result.output_for_node("validation_report").error_log_key
+    s3 = boto3.client("s3", endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"])
+    body = s3.get_object(Bucket=os.environ["NOTES_PIPELINE_CDP_BUCKET"], Key=key)["Body"].read()
+    return list(csv.DictReader(io.StringIO(body.decode())))
+
+
+def assert_counts_add_up(result) -> dict:
+    loaded = metadata(result, "cdp_notes_loaded")
+    total = loaded["migrated"] + loaded["skipped"] + loaded["failed"] + loaded["out_of_scope"]
+    assert total + loaded["not_attempted"] == loaded["source_total"]
+    return loaded
+
+
+def reason_org(cid: int) -> FixtureOrg:
+    """One note per reason code of SPEC.md (plus a clean one)."""
+    base = cid * 1000
+    meta_url = "http://169.254.169.254/latest/meta-data/x.png"
+    return FixtureOrg(
+        cid=cid,
+        mapped_person_ids={1, 2},
+        notes=[
+            FixtureNote(base + 1, person_id=1),  # ready
+            FixtureNote(base + 2, person_id=9),  # CONTACT_NOT_MAPPED
+            FixtureNote(base + 3, person_id=1, html="<div>" + "word " * 2100 + "</div>"),
+            FixtureNote(base + 4, person_id=1, html="<p> &nbsp; </p><script>x()</script>"),
+            FixtureNote(base + 5, person_id=1, created_at=None),  # INVALID_TIMESTAMP
+            FixtureNote(base + 6, deal_id=3),  # NOT_PERSON_NOTE
+            FixtureNote(base + 7, person_id=1, note_type_id=2),  # NOTE_TYPE_EXCLUDED
+            FixtureNote(
+                base + 8,
+                person_id=2,
+                images=[
+                    (base + 1, "ok.png", PNG, "image/png"),
+                    (base + 2, "meta.png", meta_url, "image/png"),  # SSRF (metadata)
+                    (base + 3, "evil.png", "http://evil.example.com/x.png", "image/png"),
+                    (base + 4, "gone.png", None, "image/png"),  # DOWNLOAD_FAILED (404)
+                    (base + 5, "big.png", PNG + bytes(5000), "image/png"),  # TOO_LARGE
+                ],
+                audios=[
+                    (base + 6, "v1.mp3", MP3, "audio/mpeg"),
+                    (base + 7, "v2.mp3", MP3, "audio/mpeg"),
+                ],
+                documents=[(base + 1, "fake.pdf", PNG, "application/pdf")],  # TYPE_MISMATCH
+            ),
+        ],
+    )
+
+
+def test_every_reason_code_is_produced_and_logged(db):
+    org = fresh(reason_org(990101), db)
+    result = run_cid(str(org.cid), stack_resources(attachment_max_bytes=2048, **RELAXED))
+    plans = {p.legacy_crm_note_id: p for p in result.output_for_node("normalized_notes").plans}
+    base = org.cid * 1000
+    expected = {
+        base + 1: (rc.READY, None),
+        base + 2: (rc.FAILED, rc.CONTACT_NOT_MAPPED),
+        base + 3: (rc.FAILED, rc.NOTE_TOO_LONG),
+        base + 4: (rc.FAILED, rc.NOTE_EMPTY),
+        base + 5: (rc.FAILED, rc.INVALID_TIMESTAMP),
+        base + 6: (rc.OUT_OF_SCOPE, rc.NOT_PERSON_NOTE),
+        base + 7: (rc.OUT_OF_SCOPE, rc.NOTE_TYPE_EXCLUDED),
+        base + 8: (rc.READY, None),
+    }
+    assert {int(k): (p.outcome, p.reason_code) for k, p in plans.items()} == expected
+    failures = {
+        f.asset_id: f.reason_code
+        for f in result.output_for_node("cdp_notes_loaded").attachment_failures
+    }
+    assert failures == {
+        f"a{base + 2}": rc.ATTACHMENT_SSRF_BLOCKED,
+        f"a{base + 3}": rc.ATTACHMENT_SSRF_BLOCKED,
+        f"a{base + 4}": rc.ATTACHMENT_DOWNLOAD_FAILED,
+        f"a{base + 5}": rc.ATTACHMENT_TOO_LARGE,
+        f"a{base + 7}": rc.ATTACHMENT_EXTRA_VOICE_NOTE,
+        f"d{base + 1}": rc.ATTACHMENT_TYPE_MISMATCH,
+    }
+    note = db.contact_notes.find_one(
+        {"company_sso_id": org.company_sso_id, "legacy_crm_note_id": str(base + 8)}
+    )
+    assert [a["type"] for a in note["attachments"]] == ["image", "voice_note"]  # still inserted
+    loaded = assert_counts_add_up(result)
+    assert (loaded["migrated"], loaded["failed"], loaded["out_of_scope"]) == (2, 4, 2)
+    log = {(row["legacy_crm_note_id"], row["reason_code"]) for row in error_log_rows(result)}
+    for code in (
+        rc.CONTACT_NOT_MAPPED,
+        rc.NOTE_TOO_LONG,
+        rc.NOTE_EMPTY,
+        rc.INVALID_TIMESTAMP,
+        rc.ATTACHMENT_SSRF_BLOCKED,
+        rc.ATTACHMENT_TOO_LARGE,
+        rc.ATTACHMENT_TYPE_MISMATCH,
+        rc.ATTACHMENT_DOWNLOAD_FAILED,
+        rc.ATTACHMENT_EXTRA_VOICE_NOTE,
+    ):
+        assert any(c == code for _, c in log), code
+    assert "word" not in str(error_log_rows(result))  # ids and codes, never content
+
+
+def test_flag_off_refuses_to_write(db):
+    org = fresh(FixtureOrg(990102, [FixtureNote(990102001, person_id=1)], {1}), db)
+    result = run_cid(str(org.cid), stack_resources(enabled_cids="1,2,3"), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "cdp_notes_loaded"
+    assert rc.FLAG_DISABLED in failure.event_specific_data.error.message
+    assert db.contact_notes.count_documents({"company_sso_id": org.company_sso_id}) == 0
+
+
+def test_upload_failure_drops_only_the_attachment(db):
+    org = fresh(
+        FixtureOrg(
+            990103,
+            [FixtureNote(990103001, person_id=1, images=[(990103001, "a.png", PNG, "image/png")])],
+            {1},
+        ),
+        db,
+    )
+    broken = AttachmentStorage(
+        bucket="no-such-bucket", endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"]
+    )
+    import dagster as dg
+    from notes_pipeline.definitions import migration_assets
+
+    resources = stack_resources(storage=broken)
+    dg.DagsterInstance.get().add_dynamic_partitions("cid", [str(org.cid)])
+    result = dg.materialize(
+        migration_assets,
+        partition_key=str(org.cid),
+        resources=resources,
+        selection=["crm_notes_raw", "normalized_notes", "cdp_notes_loaded"],
+        instance=dg.DagsterInstance.get(),
+    )
+    load = result.output_for_node("cdp_notes_loaded")
+    assert [f.reason_code for f in load.attachment_failures] == [rc.ATTACHMENT_UPLOAD_FAILED]
+    assert [o.outcome for o in load.outcomes] == [rc.MIGRATED]
+    doc = db.contact_notes.find_one({"company_sso_id": org.company_sso_id})
+    assert not doc.get("attachments")
+
+
+def _block_writes(db, org: FixtureOrg, note_ids: list[int]) -> None:
+    """A real server-side write error: an extra unique index the notes' upserts collide with."""
+    db.contact_notes.create_indexes(
+        [IndexModel([("blocker_key", 1)], name="test_blocker", unique=True, sparse=True)]
+    )
+    db.contact_notes.insert_many(
+        [{"company_sso_id": org.company_sso_id, "blocker_key": f"{org.cid}-{i}"} for i in note_ids]
+    )
+
+
+class BlockingMongo(CdpMongo):
+    """Adds `blocker_key` to chosen notes so the server rejects them (unique violation)."""
+
+    blocked: list[str] = []
+
+    def upsert_notes(self, company_sso_id, documents):
+        docs = [
+            dict(d, blocker_key=f"{d['company_sso_id'].split('-')[1]}-{d['legacy_crm_note_id']}")
+            if d["legacy_crm_note_id"] in self.blocked
+            else d
+            for d in documents
+        ]
+        return super().upsert_notes(company_sso_id, docs)
+
+
+def test_write_errors_become_batch_insert_failed_after_one_retry(db):
+    org = fresh(
+        FixtureOrg(990104, [FixtureNote(990104000 + i, person_id=1) for i in range(1, 11)], {1}), db
+    )
+    _block_writes(db, org, [990104003])
+    try:
+        mongo = BlockingMongo(
+            uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=db.name, blocked=["990104003"]
+        )
+        result = run_cid(str(org.cid), stack_resources(mongo=mongo, **RELAXED))
+        outcomes = {
+            o.legacy_crm_note_id: (o.outcome, o.reason_code)
+            for o in result.output_for_node("cdp_notes_loaded").outcomes
+        }
+        assert outcomes["990104003"] == (rc.FAILED, rc.BATCH_INSERT_FAILED)
+        assert sum(1 for o, _ in outcomes.values() if o == rc.MIGRATED) == 9
+        assert_counts_add_up(result)
+    finally:
+        db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})
+        db.contact_notes.drop_index("test_blocker")
+
+
+class FlakyMongo(CdpMongo):
+    """Loses the connection on the first bulk write of the run."""
+
+    failures_left: int = 1
+
+    def upsert_notes(self, company_sso_id, documents):
+        if self.failures_left:
+            object.__setattr__(self, "failures_left", self.failures_left - 1)
+            raise AutoReconnect("connection reset")
+        return super().upsert_notes(company_sso_id, documents)
+
+
+def test_transient_write_error_is_retried_once(db):
+    org = fresh(
+        FixtureOrg(990105, [FixtureNote(990105000 + i, person_id=1) for i in range(1, 6)], {1}), db
+    )
+    mongo = FlakyMongo(uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=db.name)
+    result = run_cid(str(org.cid), stack_resources(mongo=mongo))
+    loaded = metadata(result, "cdp_notes_loaded")
+    assert (loaded["migrated"], loaded["failed"]) == (5, 0)
+
+
+def test_rerun_skips_everything_and_changes_nothing(db):
+    org = fresh(
+        FixtureOrg(
+            990106,
+            [
+                FixtureNote(
+                    990106000 + i, person_id=1, images=[(990106000 + i, "p.png", PNG, "image/png")]
+                )
+                for i in range(1, 8)
+            ],
+            {1},
+        ),
+        db,
+    )
+    db.contact_notes.insert_many(
+        [
+            {
+                "company_sso_id": org.company_sso_id,
+                "contact_id": "contact-990106-1",
+                "note": "native 1",
+            },
+            {
+                "company_sso_id": org.company_sso_id,
+                "contact_id": "contact-990106-1",
+                "note": "native 2",
+            },
+        ]
+    )
+    first = run_cid(str(org.cid), stack_resources())
+    before = sorted(db.contact_notes.find({"company_sso_id": org.company_sso_id}), key=str)
+    second = run_cid(str(org.cid), stack_resources())
+    after = sorted(db.contact_notes.find({"company_sso_id": org.company_sso_id}), key=str)
+    assert (
+        metadata(first, "cdp_notes_loaded")["migrated"],
+        metadata(first, "cdp_notes_loaded")["skipped"],
+    ) == (7, 0)
+    assert (
+        metadata(second, "cdp_notes_loaded")["migrated"],
+        metadata(second, "cdp_notes_loaded")["skipped"],
+    ) == (0, 7)
+    assert before == after and len(after) == 9  # 7 migrated + 2 native notes, untouched
+    assert metadata(second, "validation_report")["duplicates"] == 0
+    assert metadata(second, "validation_report")["status"] == rc.COMPLETED_SUCCESS
+
+
+def test_other_companies_are_never_read_or_written(db):
+    mine = fresh(FixtureOrg(990107, [FixtureNote(990107001, person_id=1)], {1}), db)
+    theirs = fresh(FixtureOrg(990108, [FixtureNote(990108001, person_id=1)], {1}), db)
+    db.contacts.insert_one(
+        {"_id": "foreign-contact", "company_sso_id": theirs.company_sso_id, "crm_data": {"id": "2"}}
+    )
+    db.contact_notes.insert_one(
+        {
+            "company_sso_id": theirs.company_sso_id,
+            "legacy_crm_note_id": "990107001",
+            "note": "theirs",
+        }
+    )
+    snapshot = list(db.contact_notes.find({"company_sso_id": {"$ne": mine.company_sso_id}}))
+    result = run_cid(str(mine.cid), stack_resources())
+    assert metadata(result, "crm_notes_raw")["total"] == 1
+    assert list(db.contact_notes.find({"company_sso_id": {"$ne": mine.company_sso_id}})) == snapshot
+    doc = db.contact_notes.find_one({"company_sso_id": mine.company_sso_id})
+    assert doc["contact_id"] == "contact-990107-1" and doc["legacy_crm_note_id"] == "990107001"
+    assert (
+        metadata(result, "cdp_notes_loaded")["migrated"] == 1
+    )  # same legacy id elsewhere: no clash
+
+
+class UnavailableCount(PostgresCrmSource):
+    def count_in_scope_notes(self, cid, note_type_ids):
+        raise ConnectionError("CRM unavailable")
+
+
+def test_validation_skipped_when_the_source_count_is_unavailable(db):
+    org = fresh(FixtureOrg(990109, [FixtureNote(990109001, person_id=1)], {1}), db)
+    resources = stack_resources()
+    resources["crm"] = UnavailableCount(dsn=os.environ["NOTES_PIPELINE_CRM_DSN"])
+    result = run_cid(str(org.cid), resources)
+    report = result.output_for_node("validation_report")
+    assert report.validation_skipped and report.status == rc.COMPLETED_WITH_ERRORS
+    assert check_results(result)["match"].passed is False
