@@ -154,7 +154,7 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                 dropped.reason_code,
                 dropped.details,
             )
-    result.attachments_planned = sum(len(p.attachments) + len(p.dropped_attachments) for p in ready)
+    result.attachments_planned = sum(len(p.attachments) for p in ready)  # rule drops excluded
     migrated = skipped = failed = 0
     processed = 0
     all_batches = batches(ready, ctx.batch_size)

@@ -297,10 +297,11 @@ def test_other_companies_are_never_read_or_written(db):
             "note": "theirs",
         }
     )
-    snapshot = list(db.contact_notes.find({"company_sso_id": {"$ne": mine.company_sso_id}}))
+    others = {"company_sso_id": {"$ne": mine.company_sso_id}}
+    snapshot = sorted(db.contact_notes.find(others), key=lambda d: str(d["_id"]))
     result = run_cid(str(mine.cid), stack_resources())
     assert metadata(result, "crm_notes_raw")["total"] == 1
-    assert list(db.contact_notes.find({"company_sso_id": {"$ne": mine.company_sso_id}})) == snapshot
+    assert sorted(db.contact_notes.find(others), key=lambda d: str(d["_id"])) == snapshot
     doc = db.contact_notes.find_one({"company_sso_id": mine.company_sso_id})
     assert doc["contact_id"] == "contact-990107-1" and doc["legacy_crm_note_id"] == "990107001"
     assert (

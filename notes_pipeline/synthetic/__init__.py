@@ -13,6 +13,7 @@ from notes_pipeline.synthetic.dataset import (
     build_dataset,
     decoy_company_sso_id,
     profile_sizes,
+    synthetic_cids,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "build_dataset",
     "decoy_company_sso_id",
     "profile_sizes",
+    "synthetic_cids",
 ]

@@ -26,7 +26,8 @@ LINK_REL = "nofollow noopener"
 
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.\-]*):")
 _ANCHOR = re.compile(
-    r"<a(?P<attrs>(?:\s(?:[^>\"']++|\"[^\"]*+\"|'[^']*+')*+)?)>"  # <a ...> (quotes may hold '>')
+    # <a ...>: quoted values may hold '>'; no '<' anywhere, which keeps every scan linear.
+    r"<a(?P<attrs>(?:\s(?:[^<>\"']++|\"[^\"<]*+\"|'[^'<]*+')*+)?)>"
     r"(?P<inner>(?:[^<]++|<(?!/?a[\s/>]))*+)"  # up to the next <a or </a: linear scan
     r"</a\s*>",
     re.IGNORECASE,
