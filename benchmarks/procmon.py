@@ -1,0 +1,185 @@
+"""Process-tree helpers from /proc (no psutil): descendants, RSS sampling, stop by PID.
+
+Used by ``full_backfill.py`` to measure the peak memory of the dagster daemon/webserver trees
+(daemon, its code server, every run worker and their helpers) and to stop exactly the
+processes the benchmark started, PID by PID (a PID is only signalled while its start time
+still matches the one recorded, so a recycled PID is never hit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(ppid, start time in clock ticks, comm) of ``pid``, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return int(rest[1]), int(rest[19]), comm
+
+
+def start_time(pid: int) -> int | None:
+    st = _stat(pid)
+    return None if st is None else st[1]
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * PAGE_KB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def descendants(root: int) -> dict[int, int]:
+    """{pid: start_time} of ``root`` and all its live descendants."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        st = _stat(int(entry))
+        if st is None:
+            continue
+        children.setdefault(st[0], []).append(int(entry))
+        starts[int(entry)] = st[1]
+    if root not in starts:
+        return {}
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in starts:
+            found[pid] = starts[pid]
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def classify(pid: int) -> str:
+    """A short role name for a process of a dagster tree."""
+    cmd = cmdline(pid)
+    if "dagster-daemon" in cmd or "dagster._daemon" in cmd:
+        return "daemon"
+    if "dagster-webserver" in cmd or "dagster_webserver" in cmd:
+        return "webserver"
+    if "api grpc" in cmd or "code-server" in cmd:
+        return "code_server"
+    if "execute_run" in cmd or "api execute" in cmd:
+        return "run_worker"
+    if "watch_orphans" in cmd:
+        return "log_watcher"
+    if cmd.startswith("tail "):
+        return "tail"
+    return os.path.basename(cmd.split(" ", 1)[0]) if cmd else "?"
+
+
+@dataclass
+class TreeSampler:
+    """Samples the summed RSS of process trees every ``interval`` seconds in a thread."""
+
+    roots: dict[str, int]
+    interval: float = 0.25
+    peak_total_kb: dict[str, int] = field(default_factory=dict)
+    peak_process_kb: dict[str, tuple[int, str]] = field(default_factory=dict)
+    peak_all_kb: int = 0
+    max_run_workers: int = 0
+    seen: dict[int, int] = field(default_factory=dict)  # pid -> start time, for the stop
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def sample_once(self) -> None:
+        total_all = 0
+        workers = 0
+        for name, root in self.roots.items():
+            tree = descendants(root)
+            self.seen.update(tree)
+            total = 0
+            for pid in tree:
+                rss = rss_kb(pid)
+                total += rss
+                role = classify(pid)
+                workers += role == "run_worker"
+                if rss > self.peak_process_kb.get(name, (0, ""))[0]:
+                    self.peak_process_kb[name] = (rss, role)
+            self.peak_total_kb[name] = max(self.peak_total_kb.get(name, 0), total)
+            total_all += total
+        self.peak_all_kb = max(self.peak_all_kb, total_all)
+        self.max_run_workers = max(self.max_run_workers, workers)
+        self.samples += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample_once()
+
+    def start(self) -> TreeSampler:
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def alive(pid: int, started: int) -> bool:
+    """True while ``pid`` is the process that started at ``started`` and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            raw = fh.read()
+    except OSError:
+        return False
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return rest[0] != "Z" and int(rest[19]) == started
+
+
+def stop_pid(pid: int, started: int, grace_s: float = 20.0) -> bool:
+    """SIGTERM, then SIGKILL after ``grace_s``, exactly ``pid`` while it is the same process.
+
+    Returns False if the process was already gone. Reaps it when it is our child.
+    """
+    if not alive(pid, started):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while alive(pid, started) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if alive(pid, started):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.2)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,82 @@
+"""The whole code location loads, and Dagster's own storage is PostgreSQL."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+
+from notes_pipeline.definitions import defs
+from notes_pipeline.sensors.discovery import cid_discovery_sensor
+from pipeline_harness import stack_resources
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_code_location_loads_with_assets_checks_jobs_and_sensor():
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "crm_notes_raw",
+        "normalized_notes",
+        "cdp_notes_loaded",
+        "validation_report",
+    }
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("normalized_notes", "contact_coverage") in checks
+    assert ("validation_report", "attachments") in checks and len(checks) == 8
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"migrate_cid", "rollback_cid"}
+    assert defs.resolve_sensor_def("cid_discovery_sensor")
+
+
+def test_dagster_definitions_validate_passes_for_the_workspace():
+    out = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NOTES_PIPELINE_ENABLED_CIDS": ""},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_runs_are_stored_in_postgresql(stack_env):
+    instance = dg.DagsterInstance.get()
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+
+    @dg.op
+    def ping() -> int:
+        return 1
+
+    @dg.job(name="storage_probe")
+    def storage_probe():
+        ping()
+
+    run = storage_probe.execute_in_process(instance=instance)
+    with (
+        psycopg2.connect(
+            host=stack_env["DAGSTER_PG_HOST"],
+            port=stack_env["DAGSTER_PG_PORT"],
+            user=stack_env["DAGSTER_PG_USER"],
+            password=stack_env["DAGSTER_PG_PASSWORD"],
+            dbname=stack_env["DAGSTER_PG_DB"],
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT pipeline_name, status FROM runs WHERE run_id = %s", (run.run_id,))
+        assert cur.fetchone() == ("storage_probe", "SUCCESS")
+
+
+def test_sensor_registers_cids_with_person_notes_once():
+    instance = dg.DagsterInstance.ephemeral()
+    crm = stack_resources()["crm"]
+    context = dg.build_sensor_context(instance=instance, resources={"crm": crm})
+    first = cid_discovery_sensor(context)
+    added = first.dynamic_partitions_requests[0].partition_keys
+    assert set(crm.list_cids_with_person_notes()) == set(added) and added
+    instance.add_dynamic_partitions("cid", list(added))
+    second = cid_discovery_sensor(
+        dg.build_sensor_context(instance=instance, resources={"crm": crm})
+    )
+    assert not second.dynamic_partitions_requests
