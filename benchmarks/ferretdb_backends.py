@@ -105,9 +105,11 @@ def ferretdb(backend: str, env: dict[str, str]):
                 with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
                     client.admin.command("ping")
                 break
-            except Exception:
+            except Exception as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"FerretDB ({backend}) did not start; see {log.name}")
+                    raise RuntimeError(
+                        f"FerretDB ({backend}) did not start; see {log.name}"
+                    ) from exc
                 time.sleep(0.2)
         yield uri
     finally:
@@ -200,14 +202,19 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument(
-        "--chunk", type=int, default=40,
+        "--chunk",
+        type=int,
+        default=40,
         help="UpdateOne ops per bulk_write call (FerretDB 1.x deadlocks above its connection "
         "pool size: >~50 ops on postgresql, >100 matched ops on sqlite; docs/MONGODB.md)",
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs per backend; median reported")
     ap.add_argument("--backends", default="postgresql,sqlite")
     ap.add_argument(
-        "--uri", action="append", default=[], metavar="NAME=URI",
+        "--uri",
+        action="append",
+        default=[],
+        metavar="NAME=URI",
         help="benchmark an already running server instead of spawning FerretDB",
     )
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")

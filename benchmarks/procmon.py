@@ -1,8 +1,8 @@
-"""Process-tree helpers from /proc (no psutil): descendants, RSS sampling, stop by PID.
+"""Process helpers from /proc (no psutil): session members, RSS sampling, stop by PID.
 
-Used by ``full_backfill.py`` to measure the peak memory of the dagster daemon/webserver trees
-(daemon, its code server, every run worker and their helpers) and to stop exactly the
-processes the benchmark started, PID by PID (a PID is only signalled while its start time
+Used by ``full_backfill.py`` to measure the peak memory of the dagster daemon/webserver
+sessions (daemon, its code server, every run worker and their helpers) and to stop exactly
+the processes the benchmark started, PID by PID (a PID is only signalled while its start time
 still matches the one recorded, so a recycled PID is never hit).
 """
 
@@ -17,16 +17,33 @@ from dataclasses import dataclass, field
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def _stat(pid: int) -> tuple[int, int, str] | None:
-    """(ppid, start time in clock ticks, comm) of ``pid``, or None if it is gone."""
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, start time in clock ticks, session id) of ``pid``, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
             raw = fh.read()
     except OSError:
         return None
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     rest = raw[raw.rindex(")") + 2 :].split()
-    return int(rest[1]), int(rest[19]), comm
+    if rest[0] == "Z":
+        return None
+    return int(rest[1]), int(rest[19]), int(rest[3])
+
+
+def session_members(sid: int) -> dict[int, int]:
+    """{pid: start_time} of every live process in session ``sid``.
+
+    The benchmark starts each server with ``start_new_session=True``, so its session holds
+    exactly that server and everything it spawned - including run workers that were
+    re-parented to init when their code server exited.
+    """
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st is not None and st[2] == sid:
+                found[int(entry)] = st[1]
+    return found
 
 
 def start_time(pid: int) -> int | None:
@@ -51,29 +68,6 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def descendants(root: int) -> dict[int, int]:
-    """{pid: start_time} of ``root`` and all its live descendants."""
-    children: dict[int, list[int]] = {}
-    starts: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        st = _stat(int(entry))
-        if st is None:
-            continue
-        children.setdefault(st[0], []).append(int(entry))
-        starts[int(entry)] = st[1]
-    if root not in starts:
-        return {}
-    found, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in starts:
-            found[pid] = starts[pid]
-            todo.extend(children.get(pid, ()))
-    return found
-
-
 def classify(pid: int) -> str:
     """A short role name for a process of a dagster tree."""
     cmd = cmdline(pid)
@@ -94,7 +88,10 @@ def classify(pid: int) -> str:
 
 @dataclass
 class TreeSampler:
-    """Samples the summed RSS of process trees every ``interval`` seconds in a thread."""
+    """Samples the summed RSS of process sessions every ``interval`` seconds in a thread.
+
+    ``roots`` maps a name to a session leader's PID (= the session id).
+    """
 
     roots: dict[str, int]
     interval: float = 0.25
@@ -102,7 +99,6 @@ class TreeSampler:
     peak_process_kb: dict[str, tuple[int, str]] = field(default_factory=dict)
     peak_all_kb: int = 0
     max_run_workers: int = 0
-    seen: dict[int, int] = field(default_factory=dict)  # pid -> start time, for the stop
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -111,8 +107,7 @@ class TreeSampler:
         total_all = 0
         workers = 0
         for name, root in self.roots.items():
-            tree = descendants(root)
-            self.seen.update(tree)
+            tree = session_members(root)
             total = 0
             for pid in tree:
                 rss = rss_kb(pid)

@@ -18,9 +18,7 @@ import pytest
 from pymongo import MongoClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STACK_ENV_FILE = Path(
-    os.environ.get("NOTES_PIPELINE_STACK_DIR", REPO_ROOT / ".stack")
-) / "env"
+STACK_ENV_FILE = Path(os.environ.get("NOTES_PIPELINE_STACK_DIR", REPO_ROOT / ".stack")) / "env"
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -51,6 +49,13 @@ for _key in LOADED_FROM_STACK_ENV:
 def stack_env() -> dict[str, str]:
     """The effective stack settings (.stack/env overridden by the real environment)."""
     return {key: os.environ.get(key, value) for key, value in STACK_ENV.items()}
+
+
+@pytest.fixture(scope="session")
+def pre_stack_environ() -> dict[str, str]:
+    """os.environ without the keys this conftest loaded from .stack/env (for subprocesses
+    that must see the caller's real environment, e.g. scripts/stack.sh)."""
+    return {k: v for k, v in os.environ.items() if k not in LOADED_FROM_STACK_ENV}
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,8 @@ def install(org: FixtureOrg, mongo_db) -> None:
         )
         for uid, (name, email) in org.users.items():
             cur.execute(
-                "INSERT INTO users VALUES (%s, %s, %s, %s, NULL)", (org.row_id(uid), org.cid, name, email)
+                "INSERT INTO users VALUES (%s, %s, %s, %s, NULL)",
+                (org.row_id(uid), org.cid, name, email),
             )
         people = {n.person_id for n in org.notes if n.person_id} | org.mapped_person_ids
         for pid in sorted(people):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
+from pipeline_harness import stack_resources
 
 from notes_pipeline.definitions import defs
 from notes_pipeline.sensors.discovery import cid_discovery_sensor
-from pipeline_harness import stack_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from pymongo import UpdateOne
 from bson import ObjectId
+from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from notes_pipeline.resources.mongo_indexes import (
@@ -24,6 +24,7 @@ from notes_pipeline.resources.mongo_indexes import (
     ensure_contact_notes_index,
     ensure_contacts_index,
     is_ferretdb,
+    max_bulk_write_ops,
 )
 
 pytestmark = pytest.mark.stack
@@ -48,13 +49,15 @@ def _indexes(coll) -> dict[str, dict]:
     return {ix["name"]: dict(ix) for ix in coll.list_indexes()}
 
 
-def _upsert(company: str, legacy_id: str, **doc) -> UpdateOne:
+def _upsert_spec(company: str, legacy_id: str, **doc) -> tuple[dict, dict]:
+    """(filter, update) of the product's idempotent insert."""
     full = {"company_sso_id": company, "legacy_crm_note_id": legacy_id, **doc}
-    return UpdateOne(
-        {"company_sso_id": company, "legacy_crm_note_id": legacy_id},
-        {"$setOnInsert": full},
-        upsert=True,
-    )
+    return {"company_sso_id": company, "legacy_crm_note_id": legacy_id}, {"$setOnInsert": full}
+
+
+def _upsert(company: str, legacy_id: str, **doc) -> UpdateOne:
+    flt, update = _upsert_spec(company, legacy_id, **doc)
+    return UpdateOne(flt, update, upsert=True)
 
 
 # (1) ------------------------------------------------------------------------------------
@@ -130,7 +133,8 @@ def test_bulk_write_set_on_insert_upsert_counts_and_rerun(coll):
     mixed = [_upsert("co-a", str(i), note="v3") for i in range(5, 15)]
     res = coll.bulk_write(mixed, ordered=False)
     assert (res.upserted_count, res.matched_count) == (5, 5)
-    new_ids = {d["_id"] for d in coll.find({"legacy_crm_note_id": {"$in": [str(i) for i in range(10, 15)]}})}
+    new_keys = [str(i) for i in range(10, 15)]
+    new_ids = {d["_id"] for d in coll.find({"legacy_crm_note_id": {"$in": new_keys}})}
     assert set(res.upserted_ids.values()) == new_ids
     res = coll.bulk_write([_upsert("co-b", str(i)) for i in range(3)], ordered=False)
     assert (res.upserted_count, res.matched_count) == (3, 0)
@@ -171,17 +175,18 @@ def test_bulk_write_error_mid_batch(coll, ferret):
     ensure_contact_notes_index(coll)
     taken = ObjectId()
     coll.insert_one({"_id": taken, "company_sso_id": "co-a", "legacy_crm_note_id": "x"})
-    ops = [
-        _upsert("co-a", "0"),
-        _upsert("co-a", "1", _id=taken),  # insert with an existing _id: E11000
-        _upsert("co-a", "2"),
+    specs = [
+        _upsert_spec("co-a", "0"),
+        _upsert_spec("co-a", "1", _id=taken),  # insert with an existing _id: E11000
+        _upsert_spec("co-a", "2"),
     ]
+    ops = [UpdateOne(flt, update, upsert=True) for flt, update in specs]
     migrated = {"company_sso_id": "co-a", "legacy_crm_note_id": {"$in": ["0", "1", "2"]}}
     if ferret:
         raw = coll.database.command(
             "update",
             coll.name,
-            updates=[{"q": op._filter, "u": op._doc, "upsert": True} for op in ops],
+            updates=[{"q": flt, "u": update, "upsert": True} for flt, update in specs],
             ordered=False,
             check=False,
         )
@@ -205,13 +210,27 @@ def test_bulk_write_error_mid_batch(coll, ferret):
     assert sorted(d["legacy_crm_note_id"] for d in coll.find(migrated)) == ["0", "2"]
 
 
+def test_bulk_write_of_max_chunk_size_does_not_wedge_the_server(coll, stack_env, ferret):
+    """FerretDB 1.x deadlocks (and stays wedged until restarted) when one update command
+    carries more ops than its backend connection pool; max_bulk_write_ops() is the chunk
+    size writers must respect. Own client with a socket timeout: a deadlock fails here
+    instead of hanging the session."""
+    limit = max_bulk_write_ops(coll)
+    assert limit == (40 if ferret else 1000)
+    with MongoClient(stack_env["NOTES_PIPELINE_MONGO_URI"], socketTimeoutMS=60_000) as client:
+        c = client[coll.database.name][coll.name]
+        ensure_contact_notes_index(c)
+        ops = [_upsert("co-a", str(i)) for i in range(limit)]
+        assert c.bulk_write(ops, ordered=False).upserted_count == limit
+        assert c.bulk_write(ops, ordered=False).matched_count == limit  # the re-run path
+        assert c.bulk_write(ops, ordered=False).matched_count == limit
+
+
 # (3) ------------------------------------------------------------------------------------
 def test_set_on_insert_keeps_caller_datetimes_utc_ms(coll, mongo_client):
     created = datetime(2021, 7, 1, 23, 59, 58, 123456, tzinfo=WIB)  # = 16:59:58.123 UTC
     updated = datetime(2023, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)
-    coll.bulk_write(
-        [_upsert("co-a", "1", created_at=created, updated_at=updated)], ordered=False
-    )
+    coll.bulk_write([_upsert("co-a", "1", created_at=created, updated_at=updated)], ordered=False)
     doc = coll.find_one({"company_sso_id": "co-a", "legacy_crm_note_id": "1"})
     # default client: naive datetimes in UTC, truncated to milliseconds
     assert doc["created_at"] == datetime(2021, 7, 1, 16, 59, 58, 123000)
@@ -237,11 +256,13 @@ def test_count_documents_migrated_notes_per_company(coll):
     coll.bulk_write([_upsert("co-b", str(i)) for i in range(3)], ordered=False)
     coll.insert_many([{"company_sso_id": "co-a", "note": "native"} for _ in range(4)])
 
-    migrated = {"company_sso_id": "co-a", "legacy_crm_note_id": {"$exists": True}}
-    assert coll.count_documents(migrated) == 7
+    def migrated(company: str) -> dict:
+        return {"company_sso_id": company, "legacy_crm_note_id": {"$exists": True}}
+
+    assert coll.count_documents(migrated("co-a")) == 7
     assert coll.count_documents({"company_sso_id": "co-a"}) == 11
-    assert coll.count_documents({"company_sso_id": "co-b", "legacy_crm_note_id": {"$exists": True}}) == 3
-    assert coll.count_documents({"company_sso_id": "co-c", "legacy_crm_note_id": {"$exists": True}}) == 0
+    assert coll.count_documents(migrated("co-b")) == 3
+    assert coll.count_documents(migrated("co-c")) == 0
 
 
 # (5) ------------------------------------------------------------------------------------
@@ -258,7 +279,10 @@ def test_aggregate_group_duplicate_scan(coll):
         {"$match": {"company_sso_id": "co-a", "legacy_crm_note_id": {"$exists": True}}},
         {
             "$group": {
-                "_id": {"company_sso_id": "$company_sso_id", "legacy_crm_note_id": "$legacy_crm_note_id"},
+                "_id": {
+                    "company_sso_id": "$company_sso_id",
+                    "legacy_crm_note_id": "$legacy_crm_note_id",
+                },
                 "count": {"$sum": 1},
             }
         },
@@ -296,6 +320,18 @@ def test_find_in_over_crm_data_id_scoped_by_company(mongo_db):
         assert sorted(d["crm_data"]["id"] for d in found) == ["11", "3", "49", "7"]
         assert {d["company_sso_id"] for d in found} == {"co-a"}
         # the int person id must be cast to string: an int never matches
-        assert contacts.count_documents({"company_sso_id": "co-a", "crm_data.id": {"$in": [3]}}) == 0
+        as_int = {"company_sso_id": "co-a", "crm_data.id": {"$in": [3]}}
+        assert contacts.count_documents(as_int) == 0
     finally:
         mongo_db.drop_collection(contacts.name)
+
+
+def test_set_on_insert_null_and_empty_array_fields(coll, ferret):
+    """`owner_id: null` and `attachments: []` are stored by MongoDB; FerretDB 1.24.2 drops them."""
+    coll.bulk_write([_upsert("c1", "1", owner_id=None, attachments=[], note="x")], ordered=False)
+    stored = coll.find_one({"company_sso_id": "c1"}, {"_id": 0})
+    if ferret:
+        assert "owner_id" not in stored and "attachments" not in stored
+    else:
+        assert stored["owner_id"] is None and stored["attachments"] == []
+    assert stored.get("owner_id") is None and stored.get("attachments", []) == []

@@ -7,13 +7,13 @@ import sys
 
 import dagster as dg
 import pytest
-
 from crm_fixtures import PNG, FixtureNote, FixtureOrg, install
+from pipeline_harness import cdp_db, check_results, run_cid, stack_resources
+from test_pipeline_rules import BlockingMongo, _block_writes
+
 from notes_pipeline import reason_codes as rc
 from notes_pipeline.jobs.rollback import confirmation_phrase, rollback_cid
 from notes_pipeline.status import cid_status
-from pipeline_harness import cdp_db, check_results, run_cid, stack_resources
-from test_pipeline_rules import BlockingMongo, _block_writes
 
 
 @pytest.fixture

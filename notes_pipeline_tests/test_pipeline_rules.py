@@ -6,15 +6,15 @@ import os
 
 import boto3
 import pytest
+from crm_fixtures import MP3, PNG, FixtureNote, FixtureOrg, install
+from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
 from pymongo import IndexModel
 from pymongo.errors import AutoReconnect
 
-from crm_fixtures import MP3, PDF, PNG, FixtureNote, FixtureOrg, install
 from notes_pipeline import reason_codes as rc
 from notes_pipeline.resources.crm import PostgresCrmSource
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.storage import AttachmentStorage
-from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
 
 RELAXED = {"coverage_threshold_pct": 0, "failure_threshold_pct": 100}
 
@@ -152,6 +152,7 @@ def test_upload_failure_drops_only_the_attachment(db):
         bucket="no-such-bucket", endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"]
     )
     import dagster as dg
+
     from notes_pipeline.definitions import migration_assets
 
     resources = stack_resources(storage=broken)

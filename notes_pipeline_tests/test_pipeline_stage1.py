@@ -9,9 +9,9 @@ import boto3
 import psycopg2
 import psycopg2.extras
 import pytest
+from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
 
 from notes_pipeline import reason_codes as rc
-from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
 
 SCHEMES = re.compile(r'href="(?!https?:|mailto:)')
 
@@ -49,7 +49,11 @@ def test_small_stage1_cid_lands_completely_and_correctly(stage1):
     db = cdp_db()
     db.contact_notes.delete_many({"company_sso_id": company})
     result = run_cid(cid, stack_resources())
-    failed = {n: {k: v.value for k, v in c.metadata.items()} for n, c in check_results(result).items() if not c.passed}
+    failed = {
+        n: {k: v.value for k, v in c.metadata.items()}
+        for n, c in check_results(result).items()
+        if not c.passed
+    }
     assert not failed
     report = result.output_for_node("validation_report")
     assert (report.status, report.match_pct) == (rc.COMPLETED_SUCCESS, 100.0)

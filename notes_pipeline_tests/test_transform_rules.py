@@ -154,8 +154,10 @@ def test_attachments_planned_with_company_scoped_keys_and_checkin_flag():
     result = plan(note(attachments=attachments, has_checkin=True))
     assert [a.cdp_type for a in result.attachments] == ["image", "voice_note", "pdf"]
     assert all(a.target_key.startswith("company-77/10/") for a in result.attachments)
-    assert all(a.proxy_url.startswith("https://cdp.test/attachments/company-77/10/")
-               for a in result.attachments)
+    assert all(
+        a.proxy_url.startswith("https://cdp.test/attachments/company-77/10/")
+        for a in result.attachments
+    )
     assert [d.reason_code for d in result.dropped_attachments] == [rc.ATTACHMENT_EXTRA_VOICE_NOTE]
     assert result.checkin_dropped is True
 

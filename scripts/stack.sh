@@ -30,7 +30,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 STACK_MONGO_URI="mongodb://$HOST:$MONGO_PORT/"
 # Default FerretDB backend: see docs/MONGODB.md (benchmarks/ferretdb_backends.py) for why.
-DEFAULT_FERRETDB_BACKEND=sqlite
+DEFAULT_FERRETDB_BACKEND=postgresql
 
 log() { echo "stack: $*" >&2; }
 die() { echo "stack: ERROR: $*" >&2; exit 1; }
@@ -139,17 +139,21 @@ find_pg_bin() {
 
 ensure_pg_installed() {
     PG_BIN="$(find_pg_bin)" && return 0
-    ((IS_ROOT)) || die "PostgreSQL server binaries missing and not root: apt-get install postgresql"
+    local sudo=()
+    if ! ((IS_ROOT)); then
+        sudo -n true 2>/dev/null \
+            || die "PostgreSQL server binaries missing; install the postgresql package (needs root)"
+        sudo=(sudo -n)
+    fi
     log "installing PostgreSQL (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq postgresql-common >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-common >/dev/null
     # We run our own private cluster; don't let the package create/start a default one.
     if [[ -f /etc/postgresql-common/createcluster.conf ]]; then
-        sed -i -E 's/^#?[[:space:]]*create_main_cluster.*/create_main_cluster = false/' \
+        "${sudo[@]}" sed -i -E 's/^#?[[:space:]]*create_main_cluster.*/create_main_cluster = false/' \
             /etc/postgresql-common/createcluster.conf
     fi
-    apt-get install -y -qq postgresql >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     PG_BIN="$(find_pg_bin)" || die "PostgreSQL installed but pg_ctl/initdb not found"
 }
 
@@ -212,7 +216,8 @@ port = $PG_PORT
 unix_socket_directories = '$PGSOCK_REAL'
 unix_socket_permissions = 0700
 password_encryption = 'scram-sha-256'
-max_connections = 200
+# FerretDB (pool_max_conns=200 below) + Dagster + tests
+max_connections = 400
 # Disposable dev/test cluster: don't wait for WAL flush on commit (no corruption risk).
 synchronous_commit = off
 EOF
@@ -422,7 +427,7 @@ mongo_up() {
     fi
     MONGO_URI="$STACK_MONGO_URI"
     if pid="$(our_pid mongo)"; then
-        MONGO_KIND="$(cat "$STACK_DIR/mongo.kind")"
+        MONGO_KIND="$(cat "$STACK_DIR/mongo.kind" 2>/dev/null || echo ferretdb)"
         FERRETDB_BACKEND="$(cat "$STACK_DIR/mongo.backend" 2>/dev/null || true)"
         log "$MONGO_KIND already running (pid $pid${FERRETDB_BACKEND:+, backend $FERRETDB_BACKEND})"
         local want="${NOTES_PIPELINE_FERRETDB_BACKEND:-$DEFAULT_FERRETDB_BACKEND}"
@@ -452,7 +457,10 @@ mongo_up() {
         case "$FERRETDB_BACKEND" in
             postgresql)
                 # URL (with password) via the environment, not argv (visible in ps).
-                export FERRETDB_POSTGRESQL_URL="postgres://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/ferretdb"
+                # FerretDB 1.x holds one pooled connection per op of an update batch until
+                # the batch ends and deadlocks when the pool (default 50) runs dry, so give
+                # it headroom; writers still chunk bulk_write (docs/MONGODB.md).
+                export FERRETDB_POSTGRESQL_URL="postgres://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/ferretdb?pool_max_conns=200"
                 args+=(--handler=postgresql)
                 ;;
             sqlite)

@@ -14,6 +14,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, 
 from notes_pipeline.resources.mongo_indexes import (
     drop_contact_notes_index,
     ensure_contact_notes_index,
+    max_bulk_write_ops,
 )
 
 CONTACTS = "contacts"
@@ -37,6 +38,7 @@ class CdpMongo(dg.ConfigurableResource):
     database: str = "cdp"
 
     _client: MongoClient | None = PrivateAttr(default=None)
+    _max_bulk_ops: int | None = PrivateAttr(default=None)
 
     def _db(self):
         if self._client is None:
@@ -91,15 +93,18 @@ class CdpMongo(dg.ConfigurableResource):
             for key, doc in zip(keys, documents, strict=True)
         ]
         codes: dict[int, str] = {}
-        try:
-            self.notes.bulk_write(requests, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            codes = {e["index"]: f"code={e.get('code')}" for e in errors}
-        except (ConnectionFailure, ExecutionTimeout):
-            raise
-        except (PyMongoError, KeyError, TypeError) as exc:  # incomplete reply from the server
-            codes = {i: type(exc).__name__ for i in range(len(keys))}
+        chunk = self._max_ops()
+        for start in range(0, len(requests), chunk):
+            part = requests[start : start + chunk]
+            try:
+                self.notes.bulk_write(part, ordered=False)
+            except BulkWriteError as exc:
+                for err in exc.details.get("writeErrors", []):
+                    codes[start + err["index"]] = f"code={err.get('code')}"
+            except (ConnectionFailure, ExecutionTimeout):
+                raise
+            except (PyMongoError, KeyError, TypeError) as exc:  # incomplete server reply
+                codes.update({start + i: type(exc).__name__ for i in range(len(part))})
         after = self._existing(company_sso_id, keys)
         result = BulkUpsertResult()
         for index, key in enumerate(keys):
@@ -110,6 +115,11 @@ class CdpMongo(dg.ConfigurableResource):
             else:
                 result.errors[index] = codes.get(index, "write error")
         return result
+
+    def _max_ops(self) -> int:
+        if self._max_bulk_ops is None:
+            self._max_bulk_ops = max_bulk_write_ops(self.notes)
+        return self._max_bulk_ops
 
     def _existing(self, company_sso_id: str, keys: Sequence[str]) -> set[str]:
         cursor = self.notes.find(

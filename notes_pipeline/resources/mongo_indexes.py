@@ -77,9 +77,7 @@ def ensure_contact_notes_index(collection: Collection) -> str:
                 f"{CONTACT_NOTES_INDEX_KEYS}; drop it before migrating"
             )
         variant = _variant_of(existing)
-        log.info(
-            "contact_notes index %s already present (%s)", existing["name"], variant
-        )
+        log.info("contact_notes index %s already present (%s)", existing["name"], variant)
         return variant
 
     ferret = is_ferretdb(collection)
@@ -110,6 +108,20 @@ def ensure_contact_notes_index(collection: Collection) -> str:
         collection.full_name,
     )
     return VARIANT_PLAIN
+
+
+#: Max UpdateOne ops per bulk_write call on FerretDB 1.x. Its update handler keeps one
+#: backend connection per op of a command open until the command ends, so a command with
+#: more ops than its connection pool (PostgreSQL backend: pool_max_conns, 200 on the local
+#: stack, 50 by default; SQLite backend: 100, fixed) deadlocks and wedges the server until
+#: restart. 40 leaves room for a few concurrent writers. MongoDB has no such limit.
+FERRETDB_MAX_BULK_WRITE_OPS = 40
+MONGODB_MAX_BULK_WRITE_OPS = 1000
+
+
+def max_bulk_write_ops(collection: Collection) -> int:
+    """How many ops one ``bulk_write`` call may carry on this server (split larger batches)."""
+    return FERRETDB_MAX_BULK_WRITE_OPS if is_ferretdb(collection) else MONGODB_MAX_BULK_WRITE_OPS
 
 
 def drop_contact_notes_index(collection: Collection) -> bool:

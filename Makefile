@@ -1,0 +1,33 @@
+# notes_pipeline developer entry points. Everything runs against the local stack
+# (scripts/stack.sh); CI runs `bash .ci/run` (= make test, then make down).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK_ENV := $(or $(NOTES_PIPELINE_STACK_DIR),.stack)/env
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap up down status test demo lint
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+up: bootstrap
+	bash scripts/stack.sh up
+
+down:
+	bash scripts/stack.sh down
+
+status:
+	bash scripts/stack.sh status
+
+test: up
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: up
+	set -a && . $(STACK_ENV) && set +a && \
+	$(PY) -m notes_pipeline.synthetic seed --profile stage1 && \
+	$(VENV)/bin/notes-migration register-cids && \
+	exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .

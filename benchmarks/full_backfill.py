@@ -1,0 +1,896 @@
+"""The `full` backfill benchmark: every full-profile CID through a real dagster-daemon.
+
+What it does (see BENCHMARKS.md for the figures and the policy):
+  1. seeds the `full` synthetic profile (`python -m notes_pipeline.synthetic seed --profile
+     full`: 130 CIDs 2001..2130, 21,000 notes, 10,931 attachment objects);
+  2. clears the migrated `contact_notes` of those companies (company_sso_id from the CRM
+     `organizations` table) and their copied attachments;
+  3. measures the per-note CPU cost of `plan_note` against `nh3.clean` (transform_cost.py);
+  4. registers the CID partitions (`python -m notes_pipeline.cli register-cids`; CID 2130
+     has no Person notes, so it is added by hand the way Ops adds one in the UI);
+  5. starts `dagster-daemon run` and `dagster-webserver` on the instance in DAGSTER_HOME
+     (PostgreSQL storage, QueuedRunCoordinator from dagster.yaml) with
+     NOTES_PIPELINE_ENABLED_CIDS='*', launches the backfill of job `migrate_cid` over all
+     CIDs with the same GraphQL `launchPartitionBackfill` call the UI makes, and polls the
+     instance until every run finished;
+  6. reports wall time (launch -> last run end), notes/s, runs, per-run overhead, peak RSS of
+     the daemon/webserver process trees (sampled from /proc every 0.25 s), and per-CID
+     outcomes from `notes_pipeline.status.all_statuses` plus the validation reports' counts.
+
+Isolation (default): the stack is shared with other engineers, and seeding `full` replaces
+every synthetic CID (stage1 included) in whatever CRM it writes to, so by default the
+benchmark uses its own databases on the stack's PostgreSQL (crm_bench, identity_bench,
+dagster_bench - recreated on every run - and ferretdb_bench), its own buckets on the stack's
+moto S3 (crm-attachments-bench, cdp-notes-bench) and its own DAGSTER_HOME
+(.stack/bench/dagster_home, whose dagster.yaml is the repo's dagster.yaml, plus any
+--run-coordinator overrides). Same servers, same storage engines, same config: only the
+names differ. `--shared` uses .stack/env as is (the stack's own crm/dagster/cdp; destroys
+the stage1 data).
+
+MongoDB: if the stack's FerretDB runs on its SQLite backend (upserts O(collection size)),
+the benchmark starts a private FerretDB (PostgreSQL backend, database ferretdb_bench) on
+127.0.0.1:55117 and stops it at the end (`--mongo stack|private` to force either).
+
+Every process it starts (FerretDB, daemon, webserver and their descendants) is stopped by
+PID at the end, also on failure or timeout (--timeout, default 1200 s).
+
+Usage (after `bash scripts/stack.sh up`):
+  .venv/bin/python benchmarks/full_backfill.py
+  .venv/bin/python benchmarks/full_backfill.py --max-concurrent-runs 4 --dequeue-interval 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import procmon  # noqa: E402
+import transform_cost  # noqa: E402
+
+FULL_CIDS = [str(c) for c in range(2001, 2131)]
+FULL_TOTAL_NOTES = 21_000
+FULL_OBJECTS = 10_931
+JOB = "migrate_cid"
+ASSETS = ["crm_notes_raw", "normalized_notes", "cdp_notes_loaded", "validation_report"]
+BENCH_DIR = ROOT / ".stack" / "bench"
+PRIVATE_FERRETDB_PORT = 55117
+PUBLIC_READ = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "PublicRead",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "s3:GetObject",
+            "Resource": "arn:aws:s3:::{bucket}/*",
+        }
+    ],
+}
+
+
+class BenchTimeout(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+def stack_env() -> dict[str, str]:
+    path = ROOT / ".stack" / "env"
+    if not path.is_file():
+        sys.exit(f"{path} missing: run `bash scripts/stack.sh up` first")
+    env = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def with_db(dsn: str, db: str) -> str:
+    return urlsplit(dsn)._replace(path=f"/{db}").geturl()
+
+
+def admin_conn(env: dict[str, str], db: str = "postgres"):
+    import psycopg2
+
+    conn = psycopg2.connect(with_db(env["NOTES_PIPELINE_CRM_ADMIN_DSN"], db))
+    conn.autocommit = True
+    return conn
+
+
+def ensure_database(env: dict[str, str], name: str, recreate: bool = False) -> None:
+    with closing(admin_conn(env)) as conn, conn.cursor() as cur:
+        if recreate:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
+
+
+def grant_crm_reader(env: dict[str, str], db: str) -> None:
+    """The read-only CRM role, as scripts/stack.sh provisions it for `crm`."""
+    reader = urlsplit(env["NOTES_PIPELINE_CRM_DSN"]).username
+    with closing(admin_conn(env)) as conn, conn.cursor() as cur:
+        cur.execute(f'GRANT CONNECT ON DATABASE "{db}" TO {reader}')
+    with closing(admin_conn(env, db)) as conn, conn.cursor() as cur:
+        cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        cur.execute(f"GRANT USAGE ON SCHEMA public TO {reader}")
+        cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}")
+
+
+def bench_env(base: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
+    env = dict(base)
+    if not args.shared:
+        s3 = env["NOTES_PIPELINE_S3_ENDPOINT_URL"]
+        env.update(
+            NOTES_PIPELINE_CRM_DSN=with_db(env["NOTES_PIPELINE_CRM_DSN"], "crm_bench"),
+            NOTES_PIPELINE_CRM_ADMIN_DSN=with_db(env["NOTES_PIPELINE_CRM_ADMIN_DSN"], "crm_bench"),
+            NOTES_PIPELINE_IDENTITY_DSN=with_db(
+                env["NOTES_PIPELINE_IDENTITY_DSN"], "identity_bench"
+            ),
+            DAGSTER_PG_DB="dagster_bench",
+            DAGSTER_HOME=str(BENCH_DIR / "dagster_home"),
+            NOTES_PIPELINE_MONGO_DB="cdp_bench",
+            NOTES_PIPELINE_CRM_BUCKET="crm-attachments-bench",
+            NOTES_PIPELINE_CDP_BUCKET="cdp-notes-bench",
+            NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL=f"{s3}/crm-attachments-bench",
+        )
+    env["NOTES_PIPELINE_ENABLED_CIDS"] = "*"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# --------------------------------------------------------------------------- processes
+class Procs:
+    """Processes this benchmark started; stopped by PID (and start time) at the end."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, tuple[subprocess.Popen, int]] = {}
+        self.samplers: list[procmon.TreeSampler] = []
+        self.logs: list = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], logfile: Path):
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(logfile, "ab")  # noqa: SIM115 - closed in stop_all
+        self.logs.append(fh)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its session = it + everything it spawns (see stop_all)
+        )
+        started = procmon.start_time(proc.pid)
+        self.started[name] = (proc, started)
+        log(f"started {name} (pid {proc.pid})")
+        return proc
+
+    def stop_one(self, name: str) -> None:
+        proc, started = self.started.pop(name)
+        procmon.stop_pid(proc.pid, started)
+        proc.wait(timeout=10)
+        for pid, pid_started in procmon.session_members(proc.pid).items():
+            procmon.stop_pid(pid, pid_started, grace_s=10)
+
+    def stop_all(self) -> list[str]:
+        """Stop each started server, then whatever is left in its session, PID by PID."""
+        stopped = []
+        for sampler in self.samplers:
+            sampler.stop()
+        for name, (proc, started) in reversed(list(self.started.items())):
+            if procmon.stop_pid(proc.pid, started, grace_s=30):
+                stopped.append(f"{name}:{proc.pid}")
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            for _ in range(3):  # run workers / code servers that outlived the server
+                leftovers = procmon.session_members(proc.pid)
+                if not leftovers:
+                    break
+                for pid, pid_started in leftovers.items():
+                    if procmon.stop_pid(pid, pid_started, grace_s=10):
+                        stopped.append(f"{name}-session:{pid}")
+        self.started.clear()
+        for fh in self.logs:
+            fh.close()
+        return stopped
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ferretdb_binary() -> str:
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build_ferretdb.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=900,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def start_private_ferretdb(procs: Procs, env: dict[str, str]) -> str:
+    """FerretDB 1.x, PostgreSQL backend, database ferretdb_bench, on 127.0.0.1:55117."""
+    if port_open(PRIVATE_FERRETDB_PORT):
+        sys.exit(f"port {PRIVATE_FERRETDB_PORT} is in use (a previous benchmark still running?)")
+    ensure_database(env, "ferretdb_bench")
+    state = BENCH_DIR / "ferretdb-state"
+    state.mkdir(parents=True, exist_ok=True)
+    admin = urlsplit(env["NOTES_PIPELINE_CRM_ADMIN_DSN"])
+    fenv = {
+        **os.environ,
+        "DO_NOT_TRACK": "1",
+        # the URL (with password) through the environment, not argv (visible in ps)
+        "FERRETDB_POSTGRESQL_URL": admin._replace(
+            scheme="postgres", path="/ferretdb_bench"
+        ).geturl(),
+    }
+    argv = [
+        ferretdb_binary(),
+        f"--listen-addr=127.0.0.1:{PRIVATE_FERRETDB_PORT}",
+        "--handler=postgresql",
+        "--telemetry=disable",
+        "--debug-addr=-",
+        f"--state-dir={state}",
+        "--log-level=warn",
+    ]
+    proc = procs.start("ferretdb", argv, fenv, BENCH_DIR / "logs" / "ferretdb.log")
+    uri = f"mongodb://127.0.0.1:{PRIVATE_FERRETDB_PORT}/"
+    from pymongo import MongoClient
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+                client.admin.command("ping")
+            return uri
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "private FerretDB did not start; see .stack/bench/logs"
+                ) from None
+            time.sleep(0.3)
+
+
+def run_cmd(argv: list[str], env: dict[str, str], timeout: float, what: str) -> str:
+    started = time.perf_counter()
+    out = subprocess.run(
+        argv,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-4000:])
+        raise RuntimeError(f"{what} failed (exit {out.returncode})")
+    log(f"{what}: {time.perf_counter() - started:.1f} s")
+    return out.stdout
+
+
+# --------------------------------------------------------------------------- data
+def ensure_buckets(env: dict[str, str]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=env["NOTES_PIPELINE_S3_ENDPOINT_URL"])
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (env["NOTES_PIPELINE_CRM_BUCKET"], env["NOTES_PIPELINE_CDP_BUCKET"]):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    policy = json.loads(
+        json.dumps(PUBLIC_READ).replace("{bucket}", env["NOTES_PIPELINE_CRM_BUCKET"])
+    )
+    s3.put_bucket_policy(Bucket=env["NOTES_PIPELINE_CRM_BUCKET"], Policy=json.dumps(policy))
+
+
+def crm_objects(env: dict[str, str]) -> int:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3", endpoint_url=env["NOTES_PIPELINE_S3_ENDPOINT_URL"])
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        return sum(
+            page.get("KeyCount", 0)
+            for page in paginator.paginate(Bucket=env["NOTES_PIPELINE_CRM_BUCKET"], Prefix="orgs/")
+        )
+    except ClientError:
+        return 0
+
+
+def companies(env: dict[str, str], cids: list[str]) -> dict[str, str]:
+    import psycopg2
+
+    with closing(psycopg2.connect(env["NOTES_PIPELINE_CRM_DSN"])) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, company_sso_id FROM organizations WHERE id = ANY(%s)",
+            ([int(c) for c in cids],),
+        )
+        return {str(cid): company for cid, company in cur.fetchall()}
+
+
+def clear_targets(env: dict[str, str], by_cid: dict[str, str]) -> dict[str, int]:
+    """Delete the companies' migrated notes and their copied attachments / error logs."""
+    import boto3
+    from pymongo import MongoClient
+
+    with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
+        notes = client[env["NOTES_PIPELINE_MONGO_DB"]]["contact_notes"]
+        deleted = notes.delete_many(
+            {
+                "company_sso_id": {"$in": sorted(by_cid.values())},
+                "legacy_crm_note_id": {"$exists": True},
+            }
+        ).deleted_count
+    s3 = boto3.client("s3", endpoint_url=env["NOTES_PIPELINE_S3_ENDPOINT_URL"])
+    bucket = env["NOTES_PIPELINE_CDP_BUCKET"]
+    prefixes = [f"{c}/" for c in by_cid.values()] + [f"_migration_reports/{cid}/" for cid in by_cid]
+    objects = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    for prefix in prefixes:
+        keys = [
+            item["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+        objects += len(keys)
+    return {"contact_notes_deleted": deleted, "cdp_objects_deleted": objects}
+
+
+# --------------------------------------------------------------------------- dagster
+def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
+    """DAGSTER_HOME/dagster.yaml = the repo's dagster.yaml (+ run-coordinator overrides)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    rc_config = config["run_coordinator"]["config"]
+    overrides = {
+        "max_concurrent_runs": args.max_concurrent_runs,
+        "dequeue_interval_seconds": args.dequeue_interval,
+        "dequeue_use_threads": args.dequeue_use_threads,
+        "dequeue_num_workers": args.dequeue_num_workers,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    backfills = {}
+    if args.backfill_submit_workers:
+        backfills = {"use_threads": True, "num_submit_workers": args.backfill_submit_workers}
+    extra = bool(overrides or backfills or args.noop_compute_logs)
+    if args.shared:
+        if extra:
+            sys.exit("--shared uses the repo's dagster.yaml as is; no overrides")
+        return config
+    home = Path(env["DAGSTER_HOME"])
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    if not extra:
+        (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
+        return config
+    rc_config.update(overrides)
+    if backfills:
+        config["backfills"] = backfills
+    if args.noop_compute_logs:
+        config["compute_logs"] = {
+            "module": "dagster._core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
+        }
+    header = "# Generated by benchmarks/full_backfill.py from the repo's dagster.yaml + overrides\n"
+    (home / "dagster.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+def wait_for_daemon(instance, proc: subprocess.Popen, since: float, deadline: float) -> None:
+    wanted = {"BACKFILL", "QUEUED_RUN_COORDINATOR"}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dagster-daemon exited ({proc.returncode}); see its log")
+        beats = instance.get_daemon_heartbeats()
+        fresh = {k for k, hb in beats.items() if hb.timestamp >= since}
+        if wanted <= fresh:
+            return
+        time.sleep(0.5)
+    raise BenchTimeout("dagster-daemon did not heartbeat in time")
+
+
+def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 120) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        data = json.loads(resp.read())
+    if data.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {data['errors']}")
+    return data["data"]
+
+
+REPOS_QUERY = """
+{ repositoriesOrError { __typename
+    ... on RepositoryConnection { nodes { name location { name } partitionSets { name } } }
+    ... on PythonError { message } } }
+"""
+LAUNCH_MUTATION = """
+mutation Launch($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_webserver(port: int, proc: subprocess.Popen, deadline: float) -> tuple[str, str]:
+    """(location name, repository name) of the repo holding migrate_cid's partition set."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dagster-webserver exited ({proc.returncode}); see its log")
+        try:
+            repos = graphql(port, REPOS_QUERY, timeout=10)["repositoriesOrError"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError):
+            time.sleep(0.5)
+            continue
+        for node in repos.get("nodes", []):
+            if any(ps["name"] == f"{JOB}_partition_set" for ps in node["partitionSets"]):
+                return node["location"]["name"], node["name"]
+        time.sleep(0.5)
+    raise BenchTimeout("dagster-webserver did not load the code location in time")
+
+
+def launch_backfill(port: int, location: str, repo: str, partitions: list[str]) -> str:
+    """Exactly what the UI sends for an asset job's 'Launch backfill' (job + asset selection)."""
+    params = {
+        "selector": {
+            "partitionSetName": f"{JOB}_partition_set",
+            "repositorySelector": {"repositoryLocationName": location, "repositoryName": repo},
+        },
+        "assetSelection": [{"path": [a]} for a in ASSETS],
+        "partitionNames": partitions,
+        "fromFailure": False,
+        "tags": [],
+        "title": "full backfill benchmark",
+    }
+    result = graphql(port, LAUNCH_MUTATION, {"backfillParams": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"launchPartitionBackfill: {result}")
+    return result["backfillId"]
+
+
+def wait_for_runs(instance, backfill_id: str, expected: int, deadline: float) -> list:
+    import dagster as dg
+
+    finished = {
+        dg.DagsterRunStatus.SUCCESS,
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.CANCELED,
+    }
+    last_report = 0.0
+    while True:
+        records = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        done = sum(1 for r in records if r.dagster_run.status in finished)
+        if len(records) >= expected and done == len(records):
+            return records
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is not None and backfill.status.value in ("FAILED", "CANCELED"):
+            raise RuntimeError(f"backfill {backfill_id} ended {backfill.status.value}")
+        if time.monotonic() - last_report > 15:
+            log(f"runs: {len(records)} submitted, {done} finished")
+            last_report = time.monotonic()
+        if time.monotonic() > deadline:
+            raise BenchTimeout(f"runs not finished in time ({done}/{expected})")
+        time.sleep(1.0)
+
+
+# --------------------------------------------------------------------------- metrics
+def run_metrics(instance, records: list, launched_at: float) -> dict:
+    import dagster as dg
+
+    ET = dg.DagsterEventType
+    per_run = []
+    for record in records:
+        run = record.dagster_run
+        logs = instance.all_logs(run.run_id)
+        stamps: dict[str, float] = {}
+        for entry in logs:
+            if entry.is_dagster_event:
+                stamps.setdefault(entry.dagster_event.event_type_value, entry.timestamp)
+        steps = instance.get_run_step_stats(run.run_id)
+        in_steps = sum((s.end_time - s.start_time) for s in steps if s.end_time and s.start_time)
+        start = record.start_time
+        end = record.end_time
+        created = record.create_timestamp.timestamp()
+        dequeued = stamps.get(ET.RUN_DEQUEUED.value, stamps.get(ET.RUN_STARTING.value))
+        per_run.append(
+            {
+                "cid": run.tags.get("dagster/partition"),
+                "status": run.status.value,
+                "created": created,
+                "dequeued": dequeued,
+                "start": start,
+                "end": end,
+                "in_run_s": (end - start) if start and end else None,
+                "in_steps_s": in_steps,
+                "launch_to_start_s": (start - dequeued) if start and dequeued else None,
+                "slot_s": (end - dequeued) if end and dequeued else None,
+                "events": len(logs),
+            }
+        )
+    ends = [r["end"] for r in per_run if r["end"]]
+    firsts = [r["created"] for r in per_run]
+    med = statistics.median
+
+    def m(key: str, rows=per_run) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return round(med(values), 3) if values else None
+
+    overhead = [r["in_run_s"] - r["in_steps_s"] for r in per_run if r["in_run_s"] is not None]
+    empty = [r for r in per_run if r["cid"] == "2130"]
+    return {
+        "runs": len(per_run),
+        "runs_by_status": {
+            s: sum(1 for r in per_run if r["status"] == s) for s in {r["status"] for r in per_run}
+        },
+        "wall_s": round(max(ends) - launched_at, 2) if ends else None,
+        "launch_to_first_run_created_s": round(min(firsts) - launched_at, 2),
+        "last_run_created_after_launch_s": round(max(firsts) - launched_at, 2),
+        "median_run_s": m("in_run_s"),
+        "median_in_steps_s": m("in_steps_s"),
+        "median_overhead_in_run_s": round(med(overhead), 3) if overhead else None,
+        "median_launch_to_start_s": m("launch_to_start_s"),
+        "median_slot_s": m("slot_s"),
+        "median_events_per_run": m("events"),
+        "sum_slot_s": round(sum(r["slot_s"] or 0 for r in per_run), 1),
+        "sum_in_steps_s": round(sum(r["in_steps_s"] for r in per_run), 1),
+        "empty_cid_run": empty[0] if empty else None,
+        "slowest_runs": sorted(
+            (
+                {
+                    "cid": r["cid"],
+                    "in_run_s": r["in_run_s"],
+                    "in_steps_s": round(r["in_steps_s"], 2),
+                }
+                for r in per_run
+                if r["in_run_s"]
+            ),
+            key=lambda r: -r["in_run_s"],
+        )[:5],
+    }
+
+
+def outcome_summary(instance, cids: list[str]) -> dict:
+    import dagster as dg
+
+    from notes_pipeline.status import all_statuses
+
+    statuses = [s for s in all_statuses(instance) if s.cid in set(cids)]
+    by_status: dict[str, int] = {}
+    for s in statuses:
+        by_status[s.status] = by_status.get(s.status, 0) + 1
+    totals = {"migrated": 0, "skipped": 0, "failed": 0, "out_of_scope": 0, "not_attempted": 0}
+    missing_report = []
+    for cid in cids:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("validation_report"), asset_partitions=[cid]
+            ),
+            limit=1,
+        ).records
+        if not records:
+            missing_report.append(cid)
+            continue
+        meta = records[0].asset_materialization.metadata
+        outcomes = meta["outcomes"].value
+        for key in totals:
+            totals[key] += int(outcomes.get(key, 0))
+    accounted = sum(totals.values())
+    return {
+        "cids": len(statuses),
+        "by_status": by_status,
+        "not_ok": [
+            {"cid": s.cid, "status": s.status, "failure_rate": s.failure_rate, "match": s.match_pct}
+            for s in statuses
+            if s.status != "completed_success"
+        ],
+        "totals": totals,
+        "accounted_notes": accounted,
+        "adds_up_to_21000": accounted == FULL_TOTAL_NOTES,
+        "cids_without_report": missing_report,
+    }
+
+
+def machine() -> dict:
+    free = subprocess.run(["free", "-m"], stdout=subprocess.PIPE, text=True).stdout
+    cpu = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "free_m": free.strip(),
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],  # noqa: SIM115
+    }
+
+
+# --------------------------------------------------------------------------- main
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--timeout", type=float, default=1200, help="hard limit for the whole script")
+    ap.add_argument("--shared", action="store_true", help="use the stack's databases as is")
+    ap.add_argument("--mongo", choices=("auto", "stack", "private"), default="auto")
+    ap.add_argument("--no-seed", action="store_true", help="reuse the data already seeded")
+    ap.add_argument("--no-transform", action="store_true", help="skip the plan_note/nh3 timing")
+    ap.add_argument("--transform-repeat", type=int, default=3)
+    g = ap.add_argument_group("run coordinator / daemon overrides (private DAGSTER_HOME only)")
+    g.add_argument("--max-concurrent-runs", type=int)
+    g.add_argument("--dequeue-interval", type=int, help="dequeue_interval_seconds")
+    g.add_argument("--dequeue-use-threads", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--dequeue-num-workers", type=int)
+    g.add_argument("--backfill-submit-workers", type=int, help="backfills.num_submit_workers")
+    g.add_argument("--noop-compute-logs", action="store_true", help="NoOpComputeLogManager")
+    ap.add_argument(
+        "--no-webserver-after-launch",
+        action="store_true",
+        help="stop the webserver once the backfill is launched",
+    )
+    ap.add_argument("--label", default="", help="free text stored with the results")
+    ap.add_argument("--out", type=Path, help="results JSON (default .stack/bench/results/)")
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    t0 = time.monotonic()
+    deadline = t0 + args.timeout
+
+    def on_alarm(signum, frame):
+        raise BenchTimeout(f"hard timeout of {args.timeout:.0f} s reached")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(int(args.timeout))
+
+    base = stack_env()
+    env = bench_env(base, args)
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": args.label,
+        "argv": sys.argv[1:],
+        "machine": machine(),
+        "mode": "shared" if args.shared else "isolated",
+    }
+    procs = Procs()
+    exit_code = 1
+    try:
+        # ---- MongoDB
+        backend = base.get("NOTES_PIPELINE_FERRETDB_BACKEND", "")
+        use_private = args.mongo == "private" or (args.mongo == "auto" and backend == "sqlite")
+        if use_private:
+            env["NOTES_PIPELINE_MONGO_URI"] = start_private_ferretdb(procs, env)
+            results["mongo"] = "private FerretDB 1.24.2, PostgreSQL backend (:55117)"
+        else:
+            results["mongo"] = f"stack ({base.get('NOTES_PIPELINE_MONGO_KIND')} {backend})"
+        log(f"mongo: {results['mongo']}")
+
+        # ---- databases, buckets
+        if not args.shared:
+            ensure_database(env, "crm_bench")
+            ensure_database(env, "identity_bench")
+            ensure_database(env, "dagster_bench", recreate=True)
+        os.environ.update(env)  # boto3, DagsterInstance.get() and the resources read it
+        ensure_buckets(env)
+
+        # ---- seed
+        py = sys.executable
+        if args.no_seed and crm_objects(env) != FULL_OBJECTS:
+            log("--no-seed, but the CRM bucket does not hold the full profile: seeding")
+            args.no_seed = False
+        if not args.no_seed:
+            out = run_cmd(
+                [py, "-m", "notes_pipeline.synthetic", "seed", "--profile", "full"],
+                env,
+                900,
+                "seed --profile full",
+            )
+            results["seed"] = json.loads(out)
+        if not args.shared:
+            grant_crm_reader(env, "crm_bench")
+        by_cid = companies(env, FULL_CIDS)
+        if len(by_cid) != len(FULL_CIDS):
+            raise RuntimeError(f"expected {len(FULL_CIDS)} full-profile CIDs, found {len(by_cid)}")
+        results["cleared"] = clear_targets(env, by_cid)
+        log(f"cleared: {results['cleared']}")
+
+        # ---- transform cost (before the backfill, so nothing competes for the CPU)
+        if not args.no_transform:
+            started = time.perf_counter()
+            items = transform_cost.load_items(FULL_CIDS, env)
+            results["transform"] = transform_cost.measure(items, args.transform_repeat)
+            results["transform"]["load_s"] = round(time.perf_counter() - started, 1)
+            del items
+            log(f"transform: {json.dumps(results['transform'])}")
+
+        # ---- Dagster instance + partitions
+        results["dagster_yaml"] = write_dagster_home(env, args)
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        out = run_cmd([py, "-m", "notes_pipeline.cli", "register-cids"], env, 300, "register-cids")
+        results["register_cids"] = json.loads(out.strip().splitlines()[-1])
+        registered = set(instance.get_dynamic_partitions("cid"))
+        missing = [c for c in FULL_CIDS if c not in registered]
+        if missing:  # CID 2130 has no Person notes: added by hand, as Ops would in the UI
+            instance.add_dynamic_partitions("cid", missing)
+            results["added_by_hand"] = missing
+        partitions = FULL_CIDS
+
+        # ---- daemon + webserver
+        bin_dir = Path(py).parent
+        workspace = str(ROOT / "workspace.yaml")
+        since = time.time()
+        daemon = procs.start(
+            "dagster-daemon",
+            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+            env,
+            BENCH_DIR / "logs" / "daemon.log",
+        )
+        port = free_port()
+        web = procs.start(
+            "dagster-webserver",
+            [
+                str(bin_dir / "dagster-webserver"),
+                "-w",
+                workspace,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env,
+            BENCH_DIR / "logs" / "webserver.log",
+        )
+        sampler = procmon.TreeSampler({"daemon": daemon.pid, "webserver": web.pid}).start()
+        procs.samplers.append(sampler)
+        wait_for_daemon(instance, daemon, since, min(deadline, time.monotonic() + 180))
+        location, repo = wait_for_webserver(port, web, min(deadline, time.monotonic() + 180))
+        log(f"daemon + webserver ready ({time.time() - since:.1f} s)")
+
+        # ---- launch and wait
+        launched_at = time.time()
+        backfill_id = launch_backfill(port, location, repo, partitions)
+        log(f"backfill {backfill_id} launched over {len(partitions)} CIDs")
+        if args.no_webserver_after_launch:
+            procs.stop_one("dagster-webserver")
+        records = wait_for_runs(instance, backfill_id, len(partitions), deadline)
+        finished_at = time.time()
+        log(f"all {len(records)} runs finished {finished_at - launched_at:.1f} s after launch")
+        sampler.sample_once()
+        sampler.stop()
+
+        metrics = run_metrics(instance, records, launched_at)
+        metrics["notes_per_s"] = round(FULL_TOTAL_NOTES / metrics["wall_s"], 1)
+        metrics["backfill_id"] = backfill_id
+        metrics["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]  # noqa: SIM115
+        results["backfill"] = metrics
+        results["memory"] = {
+            "sampling": "sum of RSS over each server's session (server + all it spawned), "
+            "/proc every 0.25 s",
+            "samples": sampler.samples,
+            "peak_daemon_session_mb": round(sampler.peak_total_kb.get("daemon", 0) / 1024, 1),
+            "peak_webserver_session_mb": round(sampler.peak_total_kb.get("webserver", 0) / 1024, 1),
+            "peak_both_sessions_mb": round(sampler.peak_all_kb / 1024, 1),
+            "largest_process": {
+                name: {"mb": round(kb / 1024, 1), "role": role}
+                for name, (kb, role) in sampler.peak_process_kb.items()
+            },
+            "max_concurrent_run_workers_seen": sampler.max_run_workers,
+        }
+        results["outcomes"] = outcome_summary(instance, partitions)
+        # the daemon marks the backfill complete on its next iteration (every 30 s)
+        status_deadline = min(deadline - 60, time.monotonic() + 40)
+        while time.monotonic() < status_deadline:
+            backfill = instance.get_backfill(backfill_id)
+            if backfill.status.value.startswith("COMPLETED"):
+                break
+            time.sleep(2)
+        results["backfill"]["backfill_status"] = instance.get_backfill(backfill_id).status.value
+        exit_code = 0
+    except (Exception, KeyboardInterrupt) as exc:
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"FAILED: {results['error']}")
+    finally:
+        signal.alarm(0)
+        results["stopped"] = procs.stop_all()
+        log(f"stopped: {results['stopped']}")
+    results["script_s"] = round(time.monotonic() - t0, 1)
+    out_path = args.out or BENCH_DIR / "results" / (
+        datetime.now().strftime("%Y%m%dT%H%M%S")
+        + (f"-{args.label}" if args.label else "")
+        + ".json"
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2, default=str))
+    print(json.dumps(summary(results), indent=2, default=str))
+    log(f"results: {out_path}")
+    return exit_code
+
+
+def summary(results: dict) -> dict:
+    b = results.get("backfill", {})
+    t = results.get("transform", {})
+    o = results.get("outcomes", {})
+    return {
+        "label": results.get("label"),
+        "error": results.get("error"),
+        "wall_s": b.get("wall_s"),
+        "notes_per_s": b.get("notes_per_s"),
+        "runs": b.get("runs"),
+        "runs_by_status": b.get("runs_by_status"),
+        "median_run_s": b.get("median_run_s"),
+        "median_in_steps_s": b.get("median_in_steps_s"),
+        "median_overhead_in_run_s": b.get("median_overhead_in_run_s"),
+        "median_launch_to_start_s": b.get("median_launch_to_start_s"),
+        "launch_to_first_run_created_s": b.get("launch_to_first_run_created_s"),
+        "empty_cid_run": b.get("empty_cid_run"),
+        "memory": results.get("memory"),
+        "nh3_ratio_all": t.get("ratio_all"),
+        "nh3_ratio_sanitized": t.get("ratio_sanitized"),
+        "outcomes": {k: o.get(k) for k in ("by_status", "totals", "adds_up_to_21000")},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
