@@ -6,10 +6,13 @@ PY := $(VENV)/bin/python
 STACK_ENV := $(or $(NOTES_PIPELINE_STACK_DIR),.stack)/env
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap up down status test demo lint
+.PHONY: bootstrap browser up down status test demo lint
 
 bootstrap:
 	bash scripts/bootstrap.sh
+
+browser:
+	bash scripts/install_browser.sh
 
 up: bootstrap
 	bash scripts/stack.sh up
@@ -20,14 +23,14 @@ down:
 status:
 	bash scripts/stack.sh status
 
-test: up
+test: up browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: up
 	set -a && . $(STACK_ENV) && set +a && \
 	$(PY) -m notes_pipeline.synthetic seed --profile stage1 && \
 	$(VENV)/bin/notes-migration register-cids && \
-	exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	NOTES_PIPELINE_ENABLED_CIDS="$${NOTES_PIPELINE_ENABLED_CIDS-*}" exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -156,11 +156,18 @@ def _location_loaded(base_url: str) -> bool:
     )
 
 
+@dataclass
+class WebserverProcess:
+    proc: subprocess.Popen
+    base_url: str
+    log_path: Path
+
+
 @pytest.fixture(scope="module")
-def webserver(stack_env: dict[str, str]) -> Iterator[Webserver]:
+def webserver_process(stack_env: dict[str, str]) -> Iterator[WebserverProcess]:
+    """Starts `dagster-webserver` (not waiting for it); stops it by PID at module end."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env["DAGSTER_HOME"] = stack_env["DAGSTER_HOME"]
     env["NOTES_PIPELINE_ENABLED_CIDS"] = "*"
@@ -183,20 +190,7 @@ def webserver(stack_env: dict[str, str]) -> Iterator[Webserver]:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + WEBSERVER_START_TIMEOUT_S
-        while not _location_loaded(base_url):
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"dagster-webserver exited with {proc.returncode}:\n"
-                    + log_path.read_text()[-4000:]
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"dagster-webserver not ready within {WEBSERVER_START_TIMEOUT_S}s:\n"
-                    + log_path.read_text()[-4000:]
-                )
-            time.sleep(0.25)
-        yield Webserver(base_url=base_url, pid=proc.pid)
+        yield WebserverProcess(proc, f"http://127.0.0.1:{port}", log_path)
     finally:
         children = _children(proc.pid)  # the code server it spawned
         proc.send_signal(signal.SIGTERM)
@@ -208,6 +202,21 @@ def webserver(stack_env: dict[str, str]) -> Iterator[Webserver]:
         for pid in _wait_gone(children, 30):
             os.kill(pid, signal.SIGTERM)
         assert not _wait_gone(children, 10), f"webserver children still alive: {children}"
+
+
+@pytest.fixture(scope="module")
+def webserver(webserver_process: WebserverProcess, materialized, gated) -> Webserver:
+    """The running webserver, once both fixture CIDs are materialized (they run meanwhile)."""
+    proc, base_url = webserver_process.proc, webserver_process.base_url
+    deadline = time.monotonic() + WEBSERVER_START_TIMEOUT_S
+    while not _location_loaded(base_url):
+        log_tail = webserver_process.log_path.read_text()[-4000:]
+        if proc.poll() is not None:
+            pytest.fail(f"dagster-webserver exited with {proc.returncode}:\n{log_tail}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"dagster-webserver not ready in {WEBSERVER_START_TIMEOUT_S}s:\n{log_tail}")
+        time.sleep(0.25)
+    return Webserver(base_url=base_url, pid=proc.pid)
 
 
 # --------------------------------------------------------------------------- pipeline state
