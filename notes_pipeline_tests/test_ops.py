@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import dagster as dg
 import pytest
@@ -13,6 +14,7 @@ from test_pipeline_rules import BlockingMongo, _block_writes
 
 from notes_pipeline import reason_codes as rc
 from notes_pipeline.jobs.rollback import confirmation_phrase, rollback_cid
+from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.status import cid_status
 
 
@@ -196,3 +198,43 @@ def test_rollback_removes_only_the_cids_migrated_notes_and_rerun_restores_them(d
 
     run_cid(cid, stack_resources())
     assert migrated() == before and keys() == keys_before
+
+
+class PausingMongo(CdpMongo):
+    """Pauses before the second batch's write until the test releases it."""
+
+    def upsert_notes(self, company_sso_id, documents):
+        calls = self.__dict__.setdefault("_calls", [])
+        calls.append(1)
+        if len(calls) == 2:
+            REACHED.set()
+            assert RELEASE.wait(120)
+        return super().upsert_notes(company_sso_id, documents)
+
+
+REACHED, RELEASE = threading.Event(), threading.Event()
+
+
+def test_status_reports_progress_while_a_cid_is_loading(db):
+    org = fresh(FixtureOrg(990204, notes(990204, 30), {1}), db)
+    cid = str(org.cid)
+    mongo = PausingMongo(
+        uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=os.environ["NOTES_PIPELINE_MONGO_DB"]
+    )
+    worker = threading.Thread(
+        target=run_cid, args=(cid, stack_resources(mongo=mongo, batch_size=10))
+    )
+    worker.start()
+    try:
+        assert REACHED.wait(120)
+        during = status_json(cid)
+        assert during["status"] == rc.IN_PROGRESS
+        assert (during["notes_processed"], during["notes_total"], during["progress_pct"]) == (
+            10,
+            30,
+            33.3,
+        )
+    finally:
+        RELEASE.set()
+        worker.join(120)
+    assert status_json(cid)["status"] == rc.COMPLETED_SUCCESS

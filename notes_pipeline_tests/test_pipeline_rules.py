@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import os
 
 import boto3
@@ -323,3 +324,56 @@ def test_validation_skipped_when_the_source_count_is_unavailable(db):
     report = result.output_for_node("validation_report")
     assert report.validation_skipped and report.status == rc.COMPLETED_WITH_ERRORS
     assert check_results(result)["match"].passed is False
+
+
+def test_prd_events_are_structured_and_carry_no_pii(db, caplog):
+    org = FixtureOrg(
+        990110,
+        [
+            FixtureNote(
+                990110001, person_id=1, creator_id=7, html="Secret deal terms", checkin=True
+            ),
+            FixtureNote(990110002, person_id=9, html="Other secret"),
+        ],
+        {1},
+        users={7: ("Rahasia Nama", "rahasia@example.test")},
+    )
+    fresh(org, db)
+    caplog.set_level("INFO", logger="notes_pipeline.events")
+    result = run_cid(str(org.cid), stack_resources(**RELAXED))
+    import dagster as dg
+
+    run_logs = [e.user_message for e in dg.DagsterInstance.get().all_logs(result.run_id)]
+    note_logs = [r.getMessage() for r in caplog.records if r.name == "notes_pipeline.events"]
+    events = [json.loads(m) for m in run_logs + note_logs if m.startswith('{"')]
+    by_name = {e["event"]: e for e in events}
+    assert set(by_name) >= {
+        "crm_notes_migration_started",
+        "crm_notes_migration_batch_completed",
+        "crm_notes_migration_note_failed",
+        "crm_notes_migration_owner_not_resolved",
+        "crm_notes_migration_checkin_dropped",
+        "crm_notes_migration_completed",
+    }
+    assert by_name["crm_notes_migration_note_failed"]["reason_code"] == rc.CONTACT_NOT_MAPPED
+    assert by_name["crm_notes_migration_owner_not_resolved"]["crm_user_id"] == 990110007
+    assert set(by_name["crm_notes_migration_completed"]) == {
+        "event",
+        "job_id",
+        "cid",
+        "status",
+        "notes_migrated",
+        "notes_failed",
+        "match_pct",
+        "duration_seconds",
+    }
+    everything = "\n".join(run_logs + note_logs)
+    for pii in ("Rahasia", "rahasia@example.test", "Secret", "secret"):
+        assert pii not in everything
+
+
+def test_event_lines_refuse_unlisted_properties():
+    from notes_pipeline import events
+
+    with pytest.raises(ValueError):
+        events.event_line(events.NOTE_FAILED, job_id="j", cid="1", note="<b>text</b>")

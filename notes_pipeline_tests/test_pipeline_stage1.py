@@ -1,5 +1,7 @@
 """stage1 CIDs end to end on the local stack, verified against the CRM itself."""
 
+import csv
+import io
 import os
 import re
 import subprocess
@@ -57,6 +59,12 @@ def test_small_stage1_cid_lands_completely_and_correctly(stage1):
     assert not failed
     report = result.output_for_node("validation_report")
     assert (report.status, report.match_pct) == (rc.COMPLETED_SUCCESS, 100.0)
+    error_log = boto3.client(
+        "s3", endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"]
+    ).get_object(Bucket=os.environ["NOTES_PIPELINE_CDP_BUCKET"], Key=report.error_log_key)
+    rows = list(csv.reader(io.StringIO(error_log["Body"].read().decode())))
+    assert rows[0] == ["legacy_crm_note_id", "reason_code", "details"]
+    assert len(rows) - 1 == report.error_rows
 
     notes = crm_rows(
         "SELECT n.*, u.full_name, u.email FROM crm_notes n LEFT JOIN users u ON u.id = n.creator_id"
