@@ -7,7 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
-from pipeline_harness import stack_resources
+from crm_fixtures import FixtureNote, FixtureOrg, install
+from pipeline_harness import cdp_db, stack_resources
 
 from notes_pipeline.definitions import defs
 from notes_pipeline.sensors.discovery import cid_discovery_sensor
@@ -69,12 +70,15 @@ def test_runs_are_stored_in_postgresql(stack_env):
 
 
 def test_sensor_registers_cids_with_person_notes_once():
+    install(FixtureOrg(990501, [FixtureNote(990501001, person_id=1)], {1}), cdp_db())
+    install(FixtureOrg(990502, [FixtureNote(990502001, deal_id=4)], set()), cdp_db())
     instance = dg.DagsterInstance.ephemeral()
     crm = stack_resources()["crm"]
     context = dg.build_sensor_context(instance=instance, resources={"crm": crm})
     first = cid_discovery_sensor(context)
     added = first.dynamic_partitions_requests[0].partition_keys
-    assert set(crm.list_cids_with_person_notes()) == set(added) and added
+    assert set(crm.list_cids_with_person_notes()) == set(added)
+    assert "990501" in added and "990502" not in added  # deal-only account: no partition
     instance.add_dynamic_partitions("cid", list(added))
     second = cid_discovery_sensor(
         dg.build_sensor_context(instance=instance, resources={"crm": crm})
