@@ -530,41 +530,75 @@ def wait_for_runs(instance, backfill_id: str, expected: int, deadline: float) ->
 
 
 # --------------------------------------------------------------------------- metrics
-def run_metrics(instance, records: list, launched_at: float) -> dict:
-    import dagster as dg
+RUN_EVENTS_SQL = """
+SELECT run_id, count(*) AS events,
+       min(extract(epoch FROM timestamp)) FILTER (WHERE dagster_event_type = 'PIPELINE_STARTING'),
+       sum(CASE WHEN dagster_event_type IS NULL THEN 1 ELSE 0 END) AS log_lines
+FROM event_logs WHERE run_id = ANY(%(ids)s) GROUP BY run_id
+"""
+STEP_SQL = """
+SELECT run_id, step_key,
+       min(extract(epoch FROM timestamp)) FILTER (WHERE dagster_event_type = 'STEP_START'),
+       max(extract(epoch FROM timestamp))
+         FILTER (WHERE dagster_event_type IN ('STEP_SUCCESS', 'STEP_FAILURE', 'STEP_SKIPPED'))
+FROM event_logs
+WHERE run_id = ANY(%(ids)s) AND step_key IS NOT NULL
+  AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS', 'STEP_FAILURE', 'STEP_SKIPPED')
+GROUP BY run_id, step_key
+"""
 
-    ET = dg.DagsterEventType
+
+def dagster_dsn(env: dict[str, str]) -> str:
+    return (
+        f"postgresql://{env['DAGSTER_PG_USER']}:{env['DAGSTER_PG_PASSWORD']}@"
+        f"{env['DAGSTER_PG_HOST']}:{env['DAGSTER_PG_PORT']}/{env['DAGSTER_PG_DB']}"
+    )
+
+
+def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
+    """Per-run timings from the instance's run records plus two read-only event_logs queries.
+
+    launch = the run's STARTING event (dequeued and handed to the run launcher);
+    start/end = the run record's start_time/end_time (set by the run worker);
+    in_steps = sum over steps of STEP_START -> STEP_SUCCESS/FAILURE.
+    """
+    import psycopg2
+
+    ids = [r.dagster_run.run_id for r in records]
+    with closing(psycopg2.connect(dagster_dsn(env))) as conn, conn.cursor() as cur:
+        cur.execute(RUN_EVENTS_SQL, {"ids": ids})
+        per_run_events = {row[0]: row[1:] for row in cur.fetchall()}
+        cur.execute(STEP_SQL, {"ids": ids})
+        steps: dict[str, dict[str, float]] = {}
+        for run_id, step_key, begin, end in cur.fetchall():
+            if begin is not None and end is not None:
+                steps.setdefault(run_id, {})[step_key] = float(end) - float(begin)
     per_run = []
     for record in records:
         run = record.dagster_run
-        logs = instance.all_logs(run.run_id)
-        stamps: dict[str, float] = {}
-        for entry in logs:
-            if entry.is_dagster_event:
-                stamps.setdefault(entry.dagster_event.event_type_value, entry.timestamp)
-        steps = instance.get_run_step_stats(run.run_id)
-        in_steps = sum((s.end_time - s.start_time) for s in steps if s.end_time and s.start_time)
-        start = record.start_time
-        end = record.end_time
-        created = record.create_timestamp.timestamp()
-        dequeued = stamps.get(ET.RUN_DEQUEUED.value, stamps.get(ET.RUN_STARTING.value))
+        events, launched, log_lines = per_run_events.get(run.run_id, (0, None, 0))
+        launched = float(launched) if launched is not None else None
+        start, end = record.start_time, record.end_time
+        run_steps = steps.get(run.run_id, {})
         per_run.append(
             {
                 "cid": run.tags.get("dagster/partition"),
                 "status": run.status.value,
-                "created": created,
-                "dequeued": dequeued,
+                "created": record.create_timestamp.timestamp(),
+                "launched": launched,
                 "start": start,
                 "end": end,
                 "in_run_s": (end - start) if start and end else None,
-                "in_steps_s": in_steps,
-                "launch_to_start_s": (start - dequeued) if start and dequeued else None,
-                "slot_s": (end - dequeued) if end and dequeued else None,
-                "events": len(logs),
+                "in_steps_s": sum(run_steps.values()),
+                "steps": {k: round(v, 3) for k, v in run_steps.items()},
+                "launch_to_start_s": (start - launched) if start and launched else None,
+                "slot_s": (end - launched) if end and launched else None,
+                "events": int(events),
+                "log_lines": int(log_lines or 0),
             }
         )
     ends = [r["end"] for r in per_run if r["end"]]
-    firsts = [r["created"] for r in per_run]
+    created = [r["created"] for r in per_run]
     med = statistics.median
 
     def m(key: str, rows=per_run) -> float | None:
@@ -573,30 +607,34 @@ def run_metrics(instance, records: list, launched_at: float) -> dict:
 
     overhead = [r["in_run_s"] - r["in_steps_s"] for r in per_run if r["in_run_s"] is not None]
     empty = [r for r in per_run if r["cid"] == "2130"]
+    step_medians = {}
+    for key in ASSETS:
+        values = [r["steps"][key] for r in per_run if key in r["steps"]]
+        if values:
+            step_medians[key] = round(med(values), 3)
     return {
         "runs": len(per_run),
         "runs_by_status": {
             s: sum(1 for r in per_run if r["status"] == s) for s in {r["status"] for r in per_run}
         },
         "wall_s": round(max(ends) - launched_at, 2) if ends else None,
-        "launch_to_first_run_created_s": round(min(firsts) - launched_at, 2),
-        "last_run_created_after_launch_s": round(max(firsts) - launched_at, 2),
+        "launch_to_first_run_created_s": round(min(created) - launched_at, 2),
+        "last_run_created_after_launch_s": round(max(created) - launched_at, 2),
         "median_run_s": m("in_run_s"),
         "median_in_steps_s": m("in_steps_s"),
         "median_overhead_in_run_s": round(med(overhead), 3) if overhead else None,
         "median_launch_to_start_s": m("launch_to_start_s"),
         "median_slot_s": m("slot_s"),
+        "median_step_s": step_medians,
         "median_events_per_run": m("events"),
         "sum_slot_s": round(sum(r["slot_s"] or 0 for r in per_run), 1),
         "sum_in_steps_s": round(sum(r["in_steps_s"] for r in per_run), 1),
-        "empty_cid_run": empty[0] if empty else None,
+        "empty_cid_run": {k: v for k, v in empty[0].items() if k not in ("created", "start", "end")}
+        if empty
+        else None,
         "slowest_runs": sorted(
             (
-                {
-                    "cid": r["cid"],
-                    "in_run_s": r["in_run_s"],
-                    "in_steps_s": round(r["in_steps_s"], 2),
-                }
+                {"cid": r["cid"], "in_run_s": round(r["in_run_s"], 2), "steps": r["steps"]}
                 for r in per_run
                 if r["in_run_s"]
             ),
@@ -644,6 +682,21 @@ def outcome_summary(instance, cids: list[str]) -> dict:
         "adds_up_to_21000": accounted == FULL_TOTAL_NOTES,
         "cids_without_report": missing_report,
     }
+
+
+def cpu_snapshot(daemon_pid: int, web_pid: int) -> dict[str, float]:
+    snap = {
+        "daemon_session": procmon.session_cpu_seconds(daemon_pid),
+        "webserver_session": procmon.session_cpu_seconds(web_pid),
+    }
+    pids = ROOT / ".stack" / "pids"
+    for name, file in (("postgres", "postgres.pid"), ("ferretdb", "mongo.pid"), ("moto", "s3.pid")):
+        try:
+            pid = int((pids / file).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        snap[name] = procmon.cpu_seconds(pid)
+    return snap
 
 
 def machine() -> dict:
@@ -809,18 +862,21 @@ def main() -> int:
         log(f"daemon + webserver ready ({time.time() - since:.1f} s)")
 
         # ---- launch and wait
+        cpu_before = cpu_snapshot(daemon.pid, web.pid)
         launched_at = time.time()
         backfill_id = launch_backfill(port, location, repo, partitions)
         log(f"backfill {backfill_id} launched over {len(partitions)} CIDs")
         if args.no_webserver_after_launch:
             procs.stop_one("dagster-webserver")
-        records = wait_for_runs(instance, backfill_id, len(partitions), deadline)
+        # keep ~3 minutes of the hard timeout for the metrics and the clean stop
+        records = wait_for_runs(instance, backfill_id, len(partitions), deadline - 180)
         finished_at = time.time()
         log(f"all {len(records)} runs finished {finished_at - launched_at:.1f} s after launch")
+        cpu_after = cpu_snapshot(daemon.pid, web.pid)
         sampler.sample_once()
         sampler.stop()
 
-        metrics = run_metrics(instance, records, launched_at)
+        metrics = run_metrics(env, records, launched_at)
         metrics["notes_per_s"] = round(FULL_TOTAL_NOTES / metrics["wall_s"], 1)
         metrics["backfill_id"] = backfill_id
         metrics["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]  # noqa: SIM115
@@ -838,9 +894,18 @@ def main() -> int:
             },
             "max_concurrent_run_workers_seen": sampler.max_run_workers,
         }
+        results["cpu_s"] = {
+            k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_after if k in cpu_before
+        }
+        results["cpu_s"]["note"] = (
+            "CPU seconds from launch to last run end. daemon/webserver: their sessions (run "
+            "workers included, via the code server's cutime). postgres/ferretdb/moto: the "
+            "shared servers (postgres = postmaster cutime = ended backends), so they include "
+            "other users' load in the same window."
+        )
         results["outcomes"] = outcome_summary(instance, partitions)
         # the daemon marks the backfill complete on its next iteration (every 30 s)
-        status_deadline = min(deadline - 60, time.monotonic() + 40)
+        status_deadline = min(deadline - 60, time.monotonic() + 35)
         while time.monotonic() < status_deadline:
             backfill = instance.get_backfill(backfill_id)
             if backfill.status.value.startswith("COMPLETED"):
@@ -885,7 +950,12 @@ def summary(results: dict) -> dict:
         "median_launch_to_start_s": b.get("median_launch_to_start_s"),
         "launch_to_first_run_created_s": b.get("launch_to_first_run_created_s"),
         "empty_cid_run": b.get("empty_cid_run"),
+        "median_slot_s": b.get("median_slot_s"),
+        "median_step_s": b.get("median_step_s"),
+        "median_events_per_run": b.get("median_events_per_run"),
+        "cpu_s": results.get("cpu_s"),
         "memory": results.get("memory"),
+        "loadavg": [results.get("machine", {}).get("loadavg_at_start"), b.get("loadavg_at_end")],
         "nh3_ratio_all": t.get("ratio_all"),
         "nh3_ratio_sanitized": t.get("ratio_sanitized"),
         "outcomes": {k: o.get(k) for k in ("by_status", "totals", "adds_up_to_21000")},

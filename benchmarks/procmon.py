@@ -178,3 +178,29 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """utime + stime of ``pid`` (+ cutime + cstime: its waited-for descendants), seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            raw = fh.read()
+    except OSError:
+        return 0.0
+    rest = raw[raw.rindex(")") + 2 :].split()
+    ticks = int(rest[11]) + int(rest[12])
+    if children:
+        ticks += int(rest[13]) + int(rest[14])
+    return ticks / CLK_TCK
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """CPU used so far by a session: every live member plus the descendants it has reaped.
+
+    Run workers are reaped by the code server that spawned them, so their CPU shows up in
+    the code server's cutime/cstime; processes re-parented to init are not counted.
+    """
+    return sum(cpu_seconds(pid) for pid in session_members(sid))

@@ -103,3 +103,11 @@ def crm_admin_conn(stack_env: dict[str, str]) -> Iterator[Callable[..., object]]
     yield connect
     for conn in conns:
         conn.close()
+
+
+@pytest.fixture
+def db():
+    """The CDP database the pipeline writes to (`NOTES_PIPELINE_MONGO_DB`)."""
+    from pipeline_harness import cdp_db
+
+    return cdp_db()

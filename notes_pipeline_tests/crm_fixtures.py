@@ -114,6 +114,13 @@ def install(org: FixtureOrg, mongo_db) -> None:
         )
 
 
+def install_fresh(org: FixtureOrg, mongo_db) -> FixtureOrg:
+    """`install` the org and remove any CDP notes its company got from earlier runs."""
+    install(org, mongo_db)
+    mongo_db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})
+    return org
+
+
 def _delete_org(cur, cid: int) -> None:
     cur.execute("SELECT id FROM crm_notes WHERE organization_id = %s", (cid,))
     ids = [row[0] for row in cur.fetchall()]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from pymongo import MongoClient
+from crm_fixtures import FixtureOrg
+from pymongo import IndexModel, MongoClient
 
 from notes_pipeline.definitions import migration_assets
 from notes_pipeline.partitions import cid_partitions
@@ -73,3 +74,28 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def block_writes(db, org: FixtureOrg, note_ids: list[int]) -> None:
+    """A real server-side write error: an extra unique index the notes' upserts collide with."""
+    db.contact_notes.create_indexes(
+        [IndexModel([("blocker_key", 1)], name="test_blocker", unique=True, sparse=True)]
+    )
+    db.contact_notes.insert_many(
+        [{"company_sso_id": org.company_sso_id, "blocker_key": f"{org.cid}-{i}"} for i in note_ids]
+    )
+
+
+class BlockingMongo(CdpMongo):
+    """Adds `blocker_key` to chosen notes so the server rejects them (unique violation)."""
+
+    blocked: list[str] = []
+
+    def upsert_notes(self, company_sso_id, documents):
+        docs = [
+            dict(d, blocker_key=f"{d['company_sso_id'].split('-')[1]}-{d['legacy_crm_note_id']}")
+            if d["legacy_crm_note_id"] in self.blocked
+            else d
+            for d in documents
+        ]
+        return super().upsert_notes(company_sso_id, docs)

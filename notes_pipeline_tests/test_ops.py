@@ -7,26 +7,13 @@ import sys
 import threading
 
 import dagster as dg
-import pytest
-from crm_fixtures import PNG, FixtureNote, FixtureOrg, install
-from pipeline_harness import cdp_db, check_results, run_cid, stack_resources
-from test_pipeline_rules import BlockingMongo, _block_writes
+from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
+from pipeline_harness import BlockingMongo, block_writes, check_results, run_cid, stack_resources
 
 from notes_pipeline import reason_codes as rc
 from notes_pipeline.jobs.rollback import confirmation_phrase, rollback_cid
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.status import cid_status
-
-
-@pytest.fixture
-def db():
-    return cdp_db()
-
-
-def fresh(org: FixtureOrg, db) -> FixtureOrg:
-    install(org, db)
-    db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})
-    return org
 
 
 def notes(cid: int, count: int, unmapped: int = 0) -> list[FixtureNote]:
@@ -48,7 +35,7 @@ def status_json(cid: str) -> dict:
 
 
 def test_coverage_gate_blocks_the_load_and_nothing_is_written(db):
-    org = fresh(FixtureOrg(990201, notes(990201, 100, unmapped=2), {1}), db)
+    org = install_fresh(FixtureOrg(990201, notes(990201, 100, unmapped=2), {1}), db)
     result = run_cid(str(org.cid), stack_resources(), raise_on_error=False)
     checks = check_results(result)
     coverage = checks["contact_coverage"]
@@ -68,10 +55,10 @@ def test_coverage_gate_blocks_the_load_and_nothing_is_written(db):
 
 
 def test_halted_cid_recovers_to_success_without_duplicates(db):
-    org = fresh(FixtureOrg(990202, notes(990202, 200), {1}), db)
+    org = install_fresh(FixtureOrg(990202, notes(990202, 200), {1}), db)
     cid = str(org.cid)
     blocked = [str(990202000 + i) for i in (5, 10, 15)]  # 3 of the first 50 → 6 % > 1 %
-    _block_writes(db, org, [int(b) for b in blocked])
+    block_writes(db, org, [int(b) for b in blocked])
     try:
         mongo = BlockingMongo(
             uri=os.environ["NOTES_PIPELINE_MONGO_URI"],
@@ -148,7 +135,7 @@ def rollback(cid: str, confirm: str) -> dg.ExecuteInProcessResult:
 
 
 def test_rollback_removes_only_the_cids_migrated_notes_and_rerun_restores_them(db, s3_client):
-    org = fresh(
+    org = install_fresh(
         FixtureOrg(
             990203,
             [
@@ -216,7 +203,7 @@ REACHED, RELEASE = threading.Event(), threading.Event()
 
 
 def test_status_reports_progress_while_a_cid_is_loading(db):
-    org = fresh(FixtureOrg(990204, notes(990204, 30), {1}), db)
+    org = install_fresh(FixtureOrg(990204, notes(990204, 30), {1}), db)
     cid = str(org.cid)
     mongo = PausingMongo(
         uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=os.environ["NOTES_PIPELINE_MONGO_DB"]

@@ -7,9 +7,15 @@ import os
 
 import boto3
 import pytest
-from crm_fixtures import MP3, PNG, FixtureNote, FixtureOrg, install
-from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
-from pymongo import IndexModel
+from crm_fixtures import MP3, PNG, FixtureNote, FixtureOrg, install_fresh
+from pipeline_harness import (
+    BlockingMongo,
+    block_writes,
+    check_results,
+    metadata,
+    run_cid,
+    stack_resources,
+)
 from pymongo.errors import AutoReconnect
 
 from notes_pipeline import reason_codes as rc
@@ -18,17 +24,6 @@ from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.storage import AttachmentStorage
 
 RELAXED = {"coverage_threshold_pct": 0, "failure_threshold_pct": 100}
-
-
-@pytest.fixture
-def db():
-    return cdp_db()
-
-
-def fresh(org: FixtureOrg, db) -> FixtureOrg:
-    install(org, db)
-    db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})
-    return org
 
 
 def error_log_rows(result) -> list[dict]:
@@ -81,7 +76,7 @@ def reason_org(cid: int) -> FixtureOrg:
 
 
 def test_every_reason_code_is_produced_and_logged(db):
-    org = fresh(reason_org(990101), db)
+    org = install_fresh(reason_org(990101), db)
     result = run_cid(str(org.cid), stack_resources(attachment_max_bytes=2048, **RELAXED))
     plans = {p.legacy_crm_note_id: p for p in result.output_for_node("normalized_notes").plans}
     base = org.cid * 1000
@@ -131,7 +126,7 @@ def test_every_reason_code_is_produced_and_logged(db):
 
 
 def test_flag_off_refuses_to_write(db):
-    org = fresh(FixtureOrg(990102, [FixtureNote(990102001, person_id=1)], {1}), db)
+    org = install_fresh(FixtureOrg(990102, [FixtureNote(990102001, person_id=1)], {1}), db)
     result = run_cid(str(org.cid), stack_resources(enabled_cids="1,2,3"), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -141,7 +136,7 @@ def test_flag_off_refuses_to_write(db):
 
 
 def test_upload_failure_drops_only_the_attachment(db):
-    org = fresh(
+    org = install_fresh(
         FixtureOrg(
             990103,
             [FixtureNote(990103001, person_id=1, images=[(990103001, "a.png", PNG, "image/png")])],
@@ -172,36 +167,11 @@ def test_upload_failure_drops_only_the_attachment(db):
     assert not doc.get("attachments")
 
 
-def _block_writes(db, org: FixtureOrg, note_ids: list[int]) -> None:
-    """A real server-side write error: an extra unique index the notes' upserts collide with."""
-    db.contact_notes.create_indexes(
-        [IndexModel([("blocker_key", 1)], name="test_blocker", unique=True, sparse=True)]
-    )
-    db.contact_notes.insert_many(
-        [{"company_sso_id": org.company_sso_id, "blocker_key": f"{org.cid}-{i}"} for i in note_ids]
-    )
-
-
-class BlockingMongo(CdpMongo):
-    """Adds `blocker_key` to chosen notes so the server rejects them (unique violation)."""
-
-    blocked: list[str] = []
-
-    def upsert_notes(self, company_sso_id, documents):
-        docs = [
-            dict(d, blocker_key=f"{d['company_sso_id'].split('-')[1]}-{d['legacy_crm_note_id']}")
-            if d["legacy_crm_note_id"] in self.blocked
-            else d
-            for d in documents
-        ]
-        return super().upsert_notes(company_sso_id, docs)
-
-
 def test_write_errors_become_batch_insert_failed_after_one_retry(db):
-    org = fresh(
+    org = install_fresh(
         FixtureOrg(990104, [FixtureNote(990104000 + i, person_id=1) for i in range(1, 11)], {1}), db
     )
-    _block_writes(db, org, [990104003])
+    block_writes(db, org, [990104003])
     try:
         mongo = BlockingMongo(
             uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=db.name, blocked=["990104003"]
@@ -232,7 +202,7 @@ class FlakyMongo(CdpMongo):
 
 
 def test_transient_write_error_is_retried_once(db):
-    org = fresh(
+    org = install_fresh(
         FixtureOrg(990105, [FixtureNote(990105000 + i, person_id=1) for i in range(1, 6)], {1}), db
     )
     mongo = FlakyMongo(uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=db.name)
@@ -242,7 +212,7 @@ def test_transient_write_error_is_retried_once(db):
 
 
 def test_rerun_skips_everything_and_changes_nothing(db):
-    org = fresh(
+    org = install_fresh(
         FixtureOrg(
             990106,
             [
@@ -287,8 +257,8 @@ def test_rerun_skips_everything_and_changes_nothing(db):
 
 
 def test_other_companies_are_never_read_or_written(db):
-    mine = fresh(FixtureOrg(990107, [FixtureNote(990107001, person_id=1)], {1}), db)
-    theirs = fresh(FixtureOrg(990108, [FixtureNote(990108001, person_id=1)], {1}), db)
+    mine = install_fresh(FixtureOrg(990107, [FixtureNote(990107001, person_id=1)], {1}), db)
+    theirs = install_fresh(FixtureOrg(990108, [FixtureNote(990108001, person_id=1)], {1}), db)
     db.contacts.insert_one(
         {"_id": "foreign-contact", "company_sso_id": theirs.company_sso_id, "crm_data": {"id": "2"}}
     )
@@ -317,7 +287,7 @@ class UnavailableCount(PostgresCrmSource):
 
 
 def test_validation_skipped_when_the_source_count_is_unavailable(db):
-    org = fresh(FixtureOrg(990109, [FixtureNote(990109001, person_id=1)], {1}), db)
+    org = install_fresh(FixtureOrg(990109, [FixtureNote(990109001, person_id=1)], {1}), db)
     resources = stack_resources()
     resources["crm"] = UnavailableCount(dsn=os.environ["NOTES_PIPELINE_CRM_DSN"])
     result = run_cid(str(org.cid), resources)
@@ -338,7 +308,7 @@ def test_prd_events_are_structured_and_carry_no_pii(db, caplog):
         {1},
         users={7: ("Rahasia Nama", "rahasia@example.test")},
     )
-    fresh(org, db)
+    install_fresh(org, db)
     caplog.set_level("INFO", logger="notes_pipeline.events")
     result = run_cid(str(org.cid), stack_resources(**RELAXED))
     import dagster as dg
