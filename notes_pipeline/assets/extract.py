@@ -18,6 +18,15 @@ class CrmExtract:
     notes: tuple[CrmNote, ...]
 
 
+def trigger_label(tags: dict[str, str]) -> str:
+    """How the run was started, without user names or emails (no PII in events)."""
+    if "dagster/backfill" in tags:
+        return f"backfill:{tags['dagster/backfill']}"
+    if "dagster/sensor_name" in tags or "dagster/schedule_name" in tags:
+        return "automation"
+    return "manual"
+
+
 @dg.asset(
     partitions_def=cid_partitions,
     group_name="notes_migration",
@@ -33,9 +42,7 @@ def crm_notes_raw(
         events.STARTED,
         job_id=context.run.run_id,
         cid=cid,
-        triggered_by=context.run.tags.get(
-            "user", context.run.tags.get("dagster/backfill", "dagster")
-        ),
+        triggered_by=trigger_label(context.run.tags),
     )
     org = crm.get_organization(cid)
     notes = tuple(note for page in crm.iter_note_pages(cid, settings.batch_size) for note in page)
