@@ -14,7 +14,7 @@ What it does (see BENCHMARKS.md for the figures and the policy):
      CIDs with the same GraphQL `launchPartitionBackfill` call the UI makes, and polls the
      instance until every run finished;
   6. reports wall time (launch -> last run end), notes/s, runs, per-run overhead, peak RSS of
-     the daemon/webserver process trees (sampled from /proc every 0.25 s), and per-CID
+     the daemon/webserver process sessions (sampled from /proc every 0.5 s), and per-CID
      outcomes from `notes_pipeline.status.all_statuses` plus the validation reports' counts.
 
 Isolation (default): the stack is shared with other engineers, and seeding `full` replaces
@@ -163,6 +163,9 @@ def bench_env(base: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
             NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL=f"{s3}/crm-attachments-bench",
         )
     env["NOTES_PIPELINE_ENABLED_CIDS"] = "*"
+    if getattr(args, "pooled_storage", False):
+        here = str(Path(__file__).resolve().parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -230,6 +233,13 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_port(port: int, proc: subprocess.Popen, deadline: float) -> None:
+    while not port_open(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"process {proc.pid} did not open port {port}")
+        time.sleep(0.3)
 
 
 def ferretdb_binary() -> str:
@@ -394,7 +404,7 @@ def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
     backfills = {}
     if args.backfill_submit_workers:
         backfills = {"use_threads": True, "num_submit_workers": args.backfill_submit_workers}
-    extra = bool(overrides or backfills or args.noop_compute_logs)
+    extra = bool(overrides or backfills or args.noop_compute_logs or args.pooled_storage)
     if args.shared:
         if extra:
             sys.exit("--shared uses the repo's dagster.yaml as is; no overrides")
@@ -408,6 +418,14 @@ def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
     rc_config.update(overrides)
     if backfills:
         config["backfills"] = backfills
+    if args.pooled_storage:  # experiment: see benchmarks/pooled_storage.py
+        config["storage"] = {
+            "custom": {
+                "module": "pooled_storage",
+                "class": "PooledDagsterPostgresStorage",
+                "config": config["storage"]["postgres"],
+            }
+        }
     if args.noop_compute_logs:
         config["compute_logs"] = {
             "module": "dagster._core.storage.noop_compute_log_manager",
@@ -526,7 +544,7 @@ def wait_for_runs(instance, backfill_id: str, expected: int, deadline: float) ->
             last_report = time.monotonic()
         if time.monotonic() > deadline:
             raise BenchTimeout(f"runs not finished in time ({done}/{expected})")
-        time.sleep(1.0)
+        time.sleep(2.0)  # each poll opens new PostgreSQL connections (NullPool): keep it cheap
 
 
 # --------------------------------------------------------------------------- metrics
@@ -684,11 +702,8 @@ def outcome_summary(instance, cids: list[str]) -> dict:
     }
 
 
-def cpu_snapshot(daemon_pid: int, web_pid: int) -> dict[str, float]:
-    snap = {
-        "daemon_session": procmon.session_cpu_seconds(daemon_pid),
-        "webserver_session": procmon.session_cpu_seconds(web_pid),
-    }
+def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
+    snap = {f"{name}_session": procmon.session_cpu_seconds(pid) for name, pid in roots.items()}
     pids = ROOT / ".stack" / "pids"
     for name, file in (("postgres", "postgres.pid"), ("ferretdb", "mongo.pid"), ("moto", "s3.pid")):
         try:
@@ -697,6 +712,57 @@ def cpu_snapshot(daemon_pid: int, web_pid: int) -> dict[str, float]:
             continue
         snap[name] = procmon.cpu_seconds(pid)
     return snap
+
+
+WORKER_PHASES = {
+    # cumulative time of these functions (they nest, so they do not add up)
+    "imports (all <module> code)": "<module>",
+    "instance from ref": "from_ref",
+    "load code location / job": "recon_job_from_origin",
+    "get definitions": "get_definition",
+    "execute run": "execute_run_iterator",
+    "steps (user code + events)": "dagster_event_sequence_for_step",
+    "store_event": "store_event",
+    "new PG connections": "psycopg2/__init__.py:connect",
+}
+
+
+def worker_profile(prof_dir: Path, top: int = 30) -> dict:
+    """Averages over the profiled run workers: total, phases, and the top functions."""
+    import io
+    import pstats
+
+    files = sorted(prof_dir.glob("*.prof"))
+    if not files:
+        return {"profiles": 0}
+    per_file = []
+    for f in files:
+        st = pstats.Stats(str(f))
+        total = max(ct for (_cc, _nc, _tt, ct, _c) in st.stats.values())
+        phases = {}
+        for label, frag in WORKER_PHASES.items():
+            values = [
+                ct
+                for (fn, _ln, func), (_cc, _nc, _tt, ct, _c) in st.stats.items()
+                if frag in f"{fn}:{func}"
+            ]
+            if frag == "<module>":
+                # top-level imports only: the largest cumulative <module> entries nest
+                values = [max(values)] if values else []
+            phases[label] = max(values) if values else 0.0
+        per_file.append((total, phases))
+    n = len(per_file)
+    stats = pstats.Stats(*[str(f) for f in files])
+    out = io.StringIO()
+    stats.stream = out
+    stats.sort_stats("cumulative").print_stats(top)
+    return {
+        "profiles": n,
+        "note": "cProfile inflates times; compare the parts, not the absolute values",
+        "mean_total_s": round(sum(t for t, _ in per_file) / n, 2),
+        "mean_phase_s": {k: round(sum(p[k] for _, p in per_file) / n, 2) for k in WORKER_PHASES},
+        "top_cumulative": out.getvalue().splitlines()[: top + 12],
+    }
 
 
 def machine() -> dict:
@@ -731,11 +797,31 @@ def parse_args() -> argparse.Namespace:
     g.add_argument("--dequeue-num-workers", type=int)
     g.add_argument("--backfill-submit-workers", type=int, help="backfills.num_submit_workers")
     g.add_argument("--noop-compute-logs", action="store_true", help="NoOpComputeLogManager")
+    g.add_argument(
+        "--pooled-storage",
+        action="store_true",
+        help="EXPERIMENT: dagster-postgres with pooled connections (benchmarks/pooled_storage.py)",
+    )
     ap.add_argument(
         "--no-webserver-after-launch",
         action="store_true",
         help="stop the webserver once the backfill is launched",
     )
+    g2 = ap.add_argument_group("experiments (not the Ops setup)")
+    g2.add_argument(
+        "--code-server",
+        action="store_true",
+        help="one standalone `dagster code-server` (workspace: grpc_server) instead of the "
+        "daemon/webserver spawning (and every 60 s re-spawning) their own",
+    )
+    g2.add_argument(
+        "--profile-run-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile the first N run workers (benchmarks/profile_site/sitecustomize.py)",
+    )
+    g2.add_argument("--cids", help="backfill only these CIDs, e.g. 2100-2110 (default: all 130)")
     ap.add_argument("--label", default="", help="free text stored with the results")
     ap.add_argument("--out", type=Path, help="results JSON (default .stack/bench/results/)")
     return ap.parse_args()
@@ -828,16 +914,57 @@ def main() -> int:
         if missing:  # CID 2130 has no Person notes: added by hand, as Ops would in the UI
             instance.add_dynamic_partitions("cid", missing)
             results["added_by_hand"] = missing
-        partitions = FULL_CIDS
+        partitions = transform_cost.parse_cids(args.cids) if args.cids else FULL_CIDS
 
         # ---- daemon + webserver
         bin_dir = Path(py).parent
         workspace = str(ROOT / "workspace.yaml")
+        daemon_env = dict(env)
+        if args.profile_run_workers:
+            prof_dir = BENCH_DIR / "worker_profiles"
+            shutil.rmtree(prof_dir, ignore_errors=True)
+            prof_dir.mkdir(parents=True)
+            site = str(Path(__file__).resolve().parent / "profile_site")
+            daemon_env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (site, env.get("PYTHONPATH")) if p
+            )
+            daemon_env["NOTES_BENCH_PROFILE_DIR"] = str(prof_dir)
+            daemon_env["NOTES_BENCH_PROFILE_MAX"] = str(args.profile_run_workers)
+        roots = {}
+        if args.code_server:
+            grpc_port = free_port()
+            code = procs.start(
+                "dagster-code-server",
+                [
+                    str(bin_dir / "dagster"),
+                    "code-server",
+                    "start",
+                    "-m",
+                    "notes_pipeline.definitions",
+                    "-d",
+                    str(ROOT),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(grpc_port),
+                    "--location-name",
+                    "notes_pipeline.definitions",
+                ],
+                daemon_env,
+                BENCH_DIR / "logs" / "code_server.log",
+            )
+            roots["code_server"] = code.pid
+            workspace = str(BENCH_DIR / "workspace.yaml")
+            Path(workspace).write_text(
+                "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+                f"      port: {grpc_port}\n      location_name: notes_pipeline.definitions\n"
+            )
+            wait_port(grpc_port, code, deadline)
         since = time.time()
         daemon = procs.start(
             "dagster-daemon",
             [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-            env,
+            daemon_env,
             BENCH_DIR / "logs" / "daemon.log",
         )
         port = free_port()
@@ -855,14 +982,15 @@ def main() -> int:
             env,
             BENCH_DIR / "logs" / "webserver.log",
         )
-        sampler = procmon.TreeSampler({"daemon": daemon.pid, "webserver": web.pid}).start()
+        roots.update(daemon=daemon.pid, webserver=web.pid)
+        sampler = procmon.TreeSampler(roots).start()
         procs.samplers.append(sampler)
         wait_for_daemon(instance, daemon, since, min(deadline, time.monotonic() + 180))
         location, repo = wait_for_webserver(port, web, min(deadline, time.monotonic() + 180))
         log(f"daemon + webserver ready ({time.time() - since:.1f} s)")
 
         # ---- launch and wait
-        cpu_before = cpu_snapshot(daemon.pid, web.pid)
+        cpu_before = cpu_snapshot(roots)
         launched_at = time.time()
         backfill_id = launch_backfill(port, location, repo, partitions)
         log(f"backfill {backfill_id} launched over {len(partitions)} CIDs")
@@ -872,7 +1000,7 @@ def main() -> int:
         records = wait_for_runs(instance, backfill_id, len(partitions), deadline - 180)
         finished_at = time.time()
         log(f"all {len(records)} runs finished {finished_at - launched_at:.1f} s after launch")
-        cpu_after = cpu_snapshot(daemon.pid, web.pid)
+        cpu_after = cpu_snapshot(roots)
         sampler.sample_once()
         sampler.stop()
 
@@ -883,17 +1011,22 @@ def main() -> int:
         results["backfill"] = metrics
         results["memory"] = {
             "sampling": "sum of RSS over each server's session (server + all it spawned), "
-            "/proc every 0.25 s",
+            "/proc every 0.5 s",
             "samples": sampler.samples,
-            "peak_daemon_session_mb": round(sampler.peak_total_kb.get("daemon", 0) / 1024, 1),
-            "peak_webserver_session_mb": round(sampler.peak_total_kb.get("webserver", 0) / 1024, 1),
-            "peak_both_sessions_mb": round(sampler.peak_all_kb / 1024, 1),
+            **{
+                f"peak_{name}_session_mb": round(kb / 1024, 1)
+                for name, kb in sampler.peak_total_kb.items()
+            },
+            "peak_all_sessions_mb": round(sampler.peak_all_kb / 1024, 1),
             "largest_process": {
                 name: {"mb": round(kb / 1024, 1), "role": role}
                 for name, (kb, role) in sampler.peak_process_kb.items()
             },
             "max_concurrent_run_workers_seen": sampler.max_run_workers,
         }
+        results["cpu_by_role"] = sampler.cpu_by_role()
+        if args.profile_run_workers:
+            results["run_worker_profile"] = worker_profile(BENCH_DIR / "worker_profiles")
         results["cpu_s"] = {
             k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_after if k in cpu_before
         }
@@ -954,6 +1087,7 @@ def summary(results: dict) -> dict:
         "median_step_s": b.get("median_step_s"),
         "median_events_per_run": b.get("median_events_per_run"),
         "cpu_s": results.get("cpu_s"),
+        "cpu_by_role": results.get("cpu_by_role"),
         "memory": results.get("memory"),
         "loadavg": [results.get("machine", {}).get("loadavg_at_start"), b.get("loadavg_at_end")],
         "nh3_ratio_all": t.get("ratio_all"),

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _stat(pid: int) -> tuple[int, int, int] | None:
@@ -51,6 +52,25 @@ def start_time(pid: int) -> int | None:
     return None if st is None else st[1]
 
 
+def sessions_members(sids: set[int]) -> dict[int, dict[int, tuple[int, float]]]:
+    """{sid: {pid: (start_time, own cpu seconds)}} for the given sessions, in one /proc pass."""
+    found: dict[int, dict[int, tuple[int, float]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(")") + 2 :].split()
+        sid = int(rest[3])
+        if sid in sids and rest[0] != "Z":
+            cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
+            found.setdefault(sid, {})[int(entry)] = (int(rest[19]), cpu)
+    return found
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of ``pid`` in KiB (0 if gone)."""
     try:
@@ -77,8 +97,10 @@ def classify(pid: int) -> str:
         return "webserver"
     if "api grpc" in cmd or "code-server" in cmd:
         return "code_server"
-    if "execute_run" in cmd or "api execute" in cmd:
-        return "run_worker"
+    if "execute_run" in cmd or "api execute" in cmd or "multiprocessing.spawn" in cmd:
+        return "run_worker"  # the code server starts each run in a multiprocessing child
+    if "multiprocessing.resource_tracker" in cmd:
+        return "mp_resource_tracker"
     if "watch_orphans" in cmd:
         return "log_watcher"
     if cmd.startswith("tail "):
@@ -94,11 +116,13 @@ class TreeSampler:
     """
 
     roots: dict[str, int]
-    interval: float = 0.25
+    interval: float = 0.5
     peak_total_kb: dict[str, int] = field(default_factory=dict)
     peak_process_kb: dict[str, tuple[int, str]] = field(default_factory=dict)
     peak_all_kb: int = 0
     max_run_workers: int = 0
+    cpu_by_pid: dict[tuple[int, int], tuple[str, float]] = field(default_factory=dict)
+    roles: dict[tuple[int, int], str] = field(default_factory=dict)
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -106,13 +130,16 @@ class TreeSampler:
     def sample_once(self) -> None:
         total_all = 0
         workers = 0
+        members = sessions_members(set(self.roots.values()))  # one pass over /proc
         for name, root in self.roots.items():
-            tree = session_members(root)
             total = 0
-            for pid in tree:
+            for pid, (started, cpu) in members.get(root, {}).items():
                 rss = rss_kb(pid)
                 total += rss
-                role = classify(pid)
+                role = self.roles.get((pid, started)) or self.roles.setdefault(
+                    (pid, started), classify(pid)
+                )
+                self.cpu_by_pid[(pid, started)] = (f"{name}:{role}", cpu)
                 workers += role == "run_worker"
                 if rss > self.peak_process_kb.get(name, (0, ""))[0]:
                     self.peak_process_kb[name] = (rss, role)
@@ -121,6 +148,16 @@ class TreeSampler:
         self.peak_all_kb = max(self.peak_all_kb, total_all)
         self.max_run_workers = max(self.max_run_workers, workers)
         self.samples += 1
+
+    def cpu_by_role(self) -> dict[str, dict[str, float]]:
+        """CPU seconds per process role (last sample of each process; short-lived processes
+        lose at most one sampling interval) and how many processes of that role were seen."""
+        out: dict[str, dict[str, float]] = {}
+        for role, cpu in self.cpu_by_pid.values():
+            entry = out.setdefault(role, {"processes": 0, "cpu_s": 0.0})
+            entry["processes"] += 1
+            entry["cpu_s"] = round(entry["cpu_s"] + cpu, 1)
+        return out
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -178,9 +215,6 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int, children: bool = True) -> float:

@@ -7,10 +7,12 @@ ephemeral in-memory instance, and prints wall time, events written, and the cPro
 grouped by layer (Dagster event-log writes incl. new PostgreSQL connections, pickling by
 the IO manager, MongoDB, S3/HTTP, CRM PostgreSQL reads, the transform).
 
-Uses the benchmark's data (run benchmarks/full_backfill.py once first; same isolation).
+Uses the benchmark's CRM data (run benchmarks/full_backfill.py once first); writes to its own
+MongoDB database (cdp_profile, contacts copied from the benchmark's) and bucket
+(cdp-notes-profile), so it can run while a benchmark runs (it competes for CPU, though).
 
   .venv/bin/python benchmarks/run_profile.py --cid 2012 [--instance postgres|ephemeral]
-      [--batch-size 500] [--attachment-workers 8] [--top 25]
+      [--batch-size 500] [--attachment-workers 8] [--top 25] [--pooled-storage]
 """
 
 from __future__ import annotations
@@ -65,6 +67,23 @@ def cumulative(stats: pstats.Stats, fragment: str) -> float:
     return round(best, 3)
 
 
+def copy_contacts(env: dict[str, str], source_db: str, company: str) -> None:
+    """The CID's CDP contacts from the benchmark's database into cdp_profile."""
+    from pymongo import MongoClient
+
+    from notes_pipeline.synthetic.writer import ensure_contact_index
+
+    with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
+        source = client[source_db]["contacts"]
+        target = client[env["NOTES_PIPELINE_MONGO_DB"]]["contacts"]
+        docs = list(source.find({"company_sso_id": company}))
+        if not docs:
+            sys.exit(f"no contacts for {company} in {source_db}: run full_backfill.py first")
+        target.delete_many({"company_sso_id": company})
+        target.insert_many(docs)
+        ensure_contact_index(target)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--cid", default="2012")
@@ -73,21 +92,46 @@ def main() -> None:
     ap.add_argument("--attachment-workers", type=int)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-profile", action="store_true", help="timing only (no cProfile)")
+    ap.add_argument("--pooled-storage", action="store_true", help="see pooled_storage.py")
     args = ap.parse_args()
 
     env = fb.bench_env(fb.stack_env(), argparse.Namespace(shared=False))
     env["DAGSTER_PG_DB"] = "dagster_profile"
     home = fb.BENCH_DIR / "profile_home"
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").symlink_to(fb.ROOT / "dagster.yaml")
-    env["DAGSTER_HOME"] = str(home)
-    os.environ.update(env)
-    fb.clear_targets(env, fb.companies(env, [args.cid]))
+    yaml_path = home / "dagster.yaml"
+    yaml_path.unlink(missing_ok=True)
+    if args.pooled_storage:
+        import yaml
 
+        config = yaml.safe_load((fb.ROOT / "dagster.yaml").read_text())
+        config["storage"] = {
+            "custom": {
+                "module": "pooled_storage",
+                "class": "PooledDagsterPostgresStorage",
+                "config": config["storage"]["postgres"],
+            }
+        }
+        yaml_path.write_text(yaml.safe_dump(config))
+    else:
+        yaml_path.symlink_to(fb.ROOT / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(home)
+    # own MongoDB database and CDP bucket, so a profile never touches a running benchmark
+    seeded_db = env["NOTES_PIPELINE_MONGO_DB"]
+    env["NOTES_PIPELINE_MONGO_DB"] = "cdp_profile"
+    env["NOTES_PIPELINE_CDP_BUCKET"] = "cdp-notes-profile"
+    os.environ.update(env)
+    fb.ensure_buckets(env)
+    by_cid = fb.companies(env, [args.cid])
+    copy_contacts(env, seeded_db, by_cid[args.cid])
+    fb.clear_targets(env, by_cid)
+
+    cpu0 = time.process_time()
     import dagster as dg
 
     from notes_pipeline.definitions import defs
+
+    cpu_import = time.process_time() - cpu0
 
     if args.instance == "postgres":
         fb.ensure_database(env, "dagster_profile", recreate=True)
@@ -95,12 +139,20 @@ def main() -> None:
     else:
         instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("cid", [args.cid])
+    cpu0 = time.process_time()
     job = defs.get_job_def("migrate_cid")
+    cpu_resolve = time.process_time() - cpu0
     settings = {}
     if args.batch_size:
         settings["batch_size"] = args.batch_size
     if args.attachment_workers:
         settings["attachment_workers"] = args.attachment_workers
+    if settings:  # run config replaces the whole resource config, EnvVar-bound fields too
+        settings.update(
+            enabled_cids=env["NOTES_PIPELINE_ENABLED_CIDS"],
+            attachment_allowed_hosts=env["NOTES_PIPELINE_ATTACHMENT_ALLOWED_HOSTS"],
+            cdp_proxy_base_url=env["NOTES_PIPELINE_CDP_PROXY_BASE_URL"],
+        )
     run_config = {"resources": {"settings": {"config": settings}}} if settings else None
 
     prof = cProfile.Profile()
@@ -129,6 +181,10 @@ def main() -> None:
         f"cpu={cpu:.2f}s events={events} ready={meta.get('source_total')} "
         f"migrated={getattr(meta.get('migrated'), 'value', None)} "
         f"attachments={getattr(meta.get('attachments_copied'), 'value', None)}"
+    )
+    print(
+        f"  process CPU: import dagster+definitions {cpu_import:.2f}s, resolve job "
+        f"{cpu_resolve:.2f}s, execute {cpu:.2f}s, whole process so far {time.process_time():.2f}s"
     )
     for step in steps:
         print(f"  step {step.step_key:20s} {step.end_time - step.start_time:6.2f}s")

@@ -7,7 +7,7 @@ import dagster as dg
 
 from notes_pipeline import events
 from notes_pipeline.model import CrmNote, Organization
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.resources.crm import CrmSource
 from notes_pipeline.resources.settings import MigrationSettings
 
@@ -29,6 +29,7 @@ def trigger_label(tags: dict[str, str]) -> str:
 
 @dg.asset(
     partitions_def=cid_partitions,
+    backfill_policy=ONE_CID_PER_RUN,
     group_name="notes_migration",
     kinds={"postgres"},
     description="The CID's CRM notes (all kinds), keyset-paginated from the read-only CRM source.",

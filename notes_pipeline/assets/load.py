@@ -10,7 +10,7 @@ from notes_pipeline.assets.normalize import NormalizedNotes
 from notes_pipeline.checks.gates import LOADED_CHECKS, loaded_checks
 from notes_pipeline.load import NOT_ATTEMPTED, LoadContext, load_ready_notes
 from notes_pipeline.model import LoadResult
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.settings import MigrationSettings
 from notes_pipeline.resources.storage import AttachmentStorage
@@ -18,6 +18,7 @@ from notes_pipeline.resources.storage import AttachmentStorage
 
 @dg.asset(
     partitions_def=cid_partitions,
+    backfill_policy=ONE_CID_PER_RUN,
     group_name="notes_migration",
     kinds={"mongodb", "s3"},
     check_specs=LOADED_CHECKS,

@@ -12,7 +12,7 @@ from notes_pipeline.assets.extract import CrmExtract
 from notes_pipeline.checks.gates import NORMALIZED_CHECKS, normalized_checks
 from notes_pipeline.load import batches
 from notes_pipeline.model import NotePlan, Organization
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.resources.identity import IdentityDirectory, IdentityLookupError
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.settings import MigrationSettings
@@ -43,6 +43,7 @@ class NormalizedNotes:
 
 @dg.asset(
     partitions_def=cid_partitions,
+    backfill_policy=ONE_CID_PER_RUN,
     group_name="notes_migration",
     kinds={"python"},
     check_specs=NORMALIZED_CHECKS,

@@ -12,7 +12,7 @@ from notes_pipeline.assets.normalize import NormalizedNotes
 from notes_pipeline.checks.gates import REPORT_CHECKS, report_checks
 from notes_pipeline.load import failure_rate
 from notes_pipeline.model import LoadResult
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.resources.crm import CrmSource
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.settings import MigrationSettings
@@ -31,6 +31,7 @@ from notes_pipeline.validation import (
 
 @dg.asset(
     partitions_def=cid_partitions,
+    backfill_policy=ONE_CID_PER_RUN,
     group_name="notes_migration",
     kinds={"python"},
     check_specs=REPORT_CHECKS,
