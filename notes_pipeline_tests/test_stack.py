@@ -156,7 +156,7 @@ def test_dagster_instance_uses_postgres_and_partition_queue(stack_env):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "PostgresRunStorage QueuedRunCoordinator"
-    assert lines[1].startswith("2 ")
+    assert lines[1].startswith("4 ")  # max_concurrent_runs in dagster.yaml
     assert "'dagster/partition'" in lines[1] and "'applyLimitPerUniqueValue': True" in lines[1]
     assert lines[2] == "True"
 
