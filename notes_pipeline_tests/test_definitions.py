@@ -7,10 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
+import sqlalchemy
 from crm_fixtures import FixtureNote, FixtureOrg, install
 from pipeline_harness import cdp_db, stack_resources
 
 from notes_pipeline.definitions import defs
+from notes_pipeline.instance.storage import PooledPostgresStorage
 from notes_pipeline.sensors.discovery import cid_discovery_sensor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +69,23 @@ def test_runs_are_stored_in_postgresql(stack_env):
     ):
         cur.execute("SELECT pipeline_name, status FROM runs WHERE run_id = %s", (run.run_id,))
         assert cur.fetchone() == ("storage_probe", "SUCCESS")
+
+
+def test_stack_instance_reuses_storage_connections(stack_env):
+    """dagster.yaml's PooledPostgresStorage: many storage calls, one PostgreSQL connection each."""
+    instance = dg.DagsterInstance.get()
+    storage_data = instance.get_ref().storage_data
+    assert storage_data is not None
+    assert storage_data.class_name == PooledPostgresStorage.__name__
+    storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+    opened = []
+    for storage in storages:
+        sqlalchemy.event.listen(storage._engine, "connect", lambda *_: opened.append(1))
+    for _ in range(20):
+        instance.get_runs_count()
+        instance.get_latest_materialization_event(dg.AssetKey("crm_notes_raw"))
+        instance.all_instigator_state()
+    assert len(opened) <= len(storages)
 
 
 def test_sensor_registers_cids_with_person_notes_once():

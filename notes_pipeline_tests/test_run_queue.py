@@ -7,13 +7,14 @@ executed in-process against the same workspace) and drives the queue daemon's de
 (``QueuedRunCoordinatorDaemon.run_iteration``) itself, one iteration at a time.
 
 The queue runs on a throw-away instance (temporary DAGSTER_HOME, SQLite storage) whose
-``run_coordinator`` section is copied verbatim from the project's ``dagster.yaml``: a dequeue
+``run_coordinator`` and ``run_launcher`` sections are copied verbatim from the project's
+``dagster.yaml``: a dequeue
 iteration launches *every* queued run it may, so running it against the shared stack instance
 would launch (or be raced by) other sessions' runs. A separate test checks that the stack
 instance (DAGSTER_HOME from .stack/env) loads the very same queue configuration.
 
-The dequeued runs really execute (DefaultRunLauncher, code server from workspace.yaml) against
-the local stack for two fixture accounts.
+The dequeued runs really execute (PreforkRunLauncher, code from workspace.yaml) against the
+local stack for two fixture accounts.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def fixture_orgs() -> Iterator[list[FixtureOrg]]:
 @pytest.fixture(scope="module")
 def queue_instance(tmp_path_factory) -> Iterator[dg.DagsterInstance]:
     home = tmp_path_factory.mktemp("dagster_home_run_queue")
-    config = {"run_coordinator": project_queue_config(), "telemetry": {"enabled": False}}
+    project = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    config = {key: project[key] for key in ("run_coordinator", "run_launcher", "telemetry")}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     instance = dg.DagsterInstance.from_config(str(home))
     instance.add_dynamic_partitions(cid_partitions.name, [CID_A, CID_B])

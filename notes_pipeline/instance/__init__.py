@@ -1,0 +1,1 @@
+"""Dagster instance parts referenced from ``dagster.yaml``: storage and run launcher."""

@@ -1,0 +1,91 @@
+"""Run-worker zygote: imports the heavy modules once, then forks one run worker per request.
+
+Started by ``PreforkRunLauncher`` as ``python -m notes_pipeline.instance.run_worker_zygote
+MODULE...``. Protocol, one JSON object per line:
+
+- zygote -> launcher: ``{"ready": true}`` once the modules are imported;
+- launcher -> zygote: ``{"execute_run_args": "<serialized ExecuteRunArgs>"}``;
+- zygote -> launcher: ``{"pid": <run worker pid>}``.
+
+Each child does what ``dagster api execute_run`` does, without a new interpreter and without
+importing dagster again. The zygote exits when its stdin closes (the launcher went away);
+run workers already started keep running. Children are reaped by the kernel (SIGCHLD ignored).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import traceback
+
+
+def execute_run_worker(serialized_args: str) -> int:
+    """Body of ``dagster api execute_run``: run the whole job in this process; exit code."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._core.instance import DagsterInstance
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts
+
+    with capture_interrupts():
+        args = deserialize_value(serialized_args, ExecuteRunArgs)
+        with DagsterInstance.from_ref(args.instance_ref) as instance:
+            return _execute_run_command_body(
+                args.run_id,
+                instance,
+                lambda _event: None,
+                set_exit_code_on_failure=bool(args.set_exit_code_on_failure),
+            )
+
+
+def _child(serialized_args: str, protocol_fds: tuple[int, ...]) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for fd in protocol_fds:
+        os.close(fd)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    code = 1
+    try:
+        code = execute_run_worker(serialized_args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def main(preload_modules: list[str]) -> None:
+    for name in preload_modules:
+        importlib.import_module(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # The protocol owns stdin and a private copy of stdout; everything printed goes to stderr.
+    requests = os.fdopen(os.dup(0), "r")
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(message: dict) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    reply({"ready": True})
+    for line in requests:
+        if not line.strip():
+            continue
+        serialized_args = json.loads(line)["execute_run_args"]
+        pid = os.fork()
+        if pid == 0:
+            _child(serialized_args, (requests.fileno(), replies.fileno()))
+        reply({"pid": pid})
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass

@@ -1,0 +1,159 @@
+"""PreforkRunLauncher: runs forked from the zygote, terminated, and health-checked.
+
+The launcher is built from the ``run_launcher`` section of the project's ``dagster.yaml`` on a
+throw-away instance (temporary DAGSTER_HOME, SQLite storage), and launches the small jobs of
+``launcher_jobs``; the end-to-end path through the queue daemon is in ``test_run_queue``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import launcher_jobs
+import pytest
+import yaml
+from dagster._core.launcher.base import WorkerStatus
+
+from notes_pipeline.instance.run_launcher import (
+    RUN_WORKER_PID_TAG,
+    PreforkRunLauncher,
+    _process_alive,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WAIT_LIMIT_S = 120.0
+POLL_S = 0.05
+
+
+def project_launcher_config() -> dict:
+    return yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["run_launcher"]
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path_factory.mktemp("dagster_home_launcher")
+    config = {"run_launcher": project_launcher_config(), "telemetry": {"enabled": False}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    instance = dg.DagsterInstance.from_config(str(home))
+    yield instance
+    instance.dispose()
+
+
+def launch(instance: dg.DagsterInstance, job: dg.JobDefinition, directory: Path) -> str:
+    run = instance.create_run_for_job(
+        job_def=job,
+        run_config={"ops": {job.nodes[0].name: {"config": {"directory": str(directory)}}}},
+        job_code_origin=dg.build_reconstructable_job(
+            "notes_pipeline_tests.launcher_jobs",
+            "job_named",
+            reconstructable_args=(job.name,),
+            reconstructor_working_directory=str(REPO_ROOT),
+        ).get_python_origin(),
+    )
+    instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+    return run.run_id
+
+
+def wait_until(predicate, what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def finished_run(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
+    wait_until(lambda: instance.get_run_by_id(run_id).is_finished, f"run {run_id} to finish")
+    return instance.get_run_by_id(run_id)
+
+
+def test_the_project_configures_the_prefork_launcher(instance):
+    assert isinstance(instance.run_launcher, PreforkRunLauncher)
+    assert "dagster" in project_launcher_config()["config"]["preload_modules"]
+
+
+def test_a_run_is_forked_from_the_zygote_and_succeeds(instance, tmp_path):
+    run_id = launch(instance, launcher_jobs.record_worker_job, tmp_path)
+    run = finished_run(instance, run_id)
+
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    worker_pid, parent_pid = map(int, (tmp_path / "worker.txt").read_text().split())
+    assert run.tags[RUN_WORKER_PID_TAG] == str(worker_pid)
+    zygote = instance.run_launcher._zygote._process
+    assert zygote is not None and zygote.poll() is None
+    assert parent_pid == zygote.pid  # forked, not spawned by this process
+    started = [
+        e.message
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if "Started process for run" in (e.message or "")
+    ]
+    assert started == [f"Started process for run (pid: {worker_pid})."]
+
+
+def test_the_zygote_is_reused_and_restarted_when_gone(instance, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, first))
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    zygote_pid = instance.run_launcher._zygote._process.pid
+    second = tmp_path / "second"
+    second.mkdir()
+    finished_run(instance, launch(instance, launcher_jobs.record_worker_job, second))
+    assert int((second / "worker.txt").read_text().split()[1]) == zygote_pid
+
+    os.kill(zygote_pid, signal.SIGKILL)
+    instance.run_launcher._zygote._process.wait()
+    third = tmp_path / "third"
+    third.mkdir()
+    run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, third))
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert int((third / "worker.txt").read_text().split()[1]) != zygote_pid
+
+
+def test_terminate_cancels_a_running_run(instance, tmp_path):
+    run_id = launch(instance, launcher_jobs.wait_for_release_job, tmp_path)
+    wait_until(lambda: (tmp_path / "started").exists(), "the step to start")
+    run = instance.get_run_by_id(run_id)
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+    assert instance.run_launcher.terminate(run_id) is True
+    run = finished_run(instance, run_id)
+    assert run.status == dg.DagsterRunStatus.CANCELED
+    assert not (tmp_path / "release").exists()
+    assert instance.run_launcher.terminate(run_id) is False  # finished runs are left alone
+
+
+def test_health_check_reports_a_worker_that_died(instance, tmp_path):
+    run_id = launch(instance, launcher_jobs.wait_for_release_job, tmp_path)
+    wait_until(lambda: (tmp_path / "started").exists(), "the step to start")
+    pid = int(instance.get_run_by_id(run_id).tags[RUN_WORKER_PID_TAG])
+
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _process_alive(pid), "the worker to be gone")
+    health = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id))
+    assert health.status == WorkerStatus.FAILED
+    assert str(pid) in (health.msg or "")
+    instance.report_run_failed(instance.get_run_by_id(run_id))
+
+
+def test_health_check_without_a_pid_is_unknown(instance):
+    run = instance.create_run_for_job(
+        job_def=launcher_jobs.record_worker_job,
+        run_config={"ops": {"record_worker": {"config": {"directory": "/nonexistent"}}}},
+    )
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.UNKNOWN
+    assert instance.run_launcher.terminate(run.run_id) is False
+
+
+def test_process_alive_tells_running_from_gone():
+    assert _process_alive(os.getpid())
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert not _process_alive(child)
