@@ -1,6 +1,6 @@
 """Compare FerretDB 1.x backends (PostgreSQL vs SQLite) on the migration's write/read pattern.
 
-Starts its own FerretDB processes (never touches the stack's FerretDB on 55017):
+Starts its own FerretDB processes (never touches the stack's FerretDB on 15017):
   * postgresql: the stack's PostgreSQL, database ``ferretdb`` (as notes_admin), port 55217
   * sqlite:     a scratch directory under ``.stack/ferretdb-sqlite-bench/``, port 55218
 and runs the same workload on each, in a throw-away MongoDB database:
@@ -37,6 +37,7 @@ from pymongo import MongoClient, UpdateOne
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from notes_pipeline.envfile import read_env_file, stack_env_file  # noqa: E402
 from notes_pipeline.resources.mongo_indexes import (  # noqa: E402
     ensure_contact_notes_index,
     ensure_contacts_index,
@@ -46,15 +47,10 @@ PORTS = {"postgresql": 55217, "sqlite": 55218}
 
 
 def stack_env() -> dict[str, str]:
-    path = Path(os.environ.get("NOTES_PIPELINE_STACK_DIR", ROOT / ".stack")) / "env"
+    path = stack_env_file(ROOT)
     if not path.is_file():
         sys.exit(f"{path} missing: run `bash scripts/stack.sh up` first")
-    env = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
-    return env
+    return read_env_file(path)
 
 
 def ferretdb_binary() -> str:

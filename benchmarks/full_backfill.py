@@ -13,7 +13,7 @@ What it does (see BENCHMARKS.md for the figures and the policy):
      NOTES_PIPELINE_ENABLED_CIDS='*', launches the backfill of job `migrate_cid` over all
      CIDs with the same GraphQL `launchPartitionBackfill` call the UI makes, and polls the
      instance until every run finished;
-  6. reports wall time (launch -> last run end), notes/s, runs, per-run overhead, peak RSS of
+  6. reports wall time (launch -> last run end), notes/s, runs, per-run overhead, peak PSS of
      the daemon/webserver process sessions (sampled from /proc every 0.5 s), and per-CID
      outcomes from `notes_pipeline.status.all_statuses` plus the validation reports' counts.
 
@@ -29,7 +29,7 @@ the stage1 data).
 
 MongoDB: if the stack's FerretDB runs on its SQLite backend (upserts O(collection size)),
 the benchmark starts a private FerretDB (PostgreSQL backend, database ferretdb_bench) on
-127.0.0.1:55117 and stops it at the end (`--mongo stack|private` to force either).
+127.0.0.1:15117 and stops it at the end (`--mongo stack|private` to force either).
 
 Every process it starts (FerretDB, daemon, webserver and their descendants) is stopped by
 PID at the end, also on failure or timeout (--timeout, default 1200 s).
@@ -65,13 +65,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import procmon  # noqa: E402
 import transform_cost  # noqa: E402
 
+from notes_pipeline.envfile import read_env_file, stack_env_file  # noqa: E402
+
 FULL_CIDS = [str(c) for c in range(2001, 2131)]
 FULL_TOTAL_NOTES = 21_000
 FULL_OBJECTS = 10_931
 JOB = "migrate_cid"
 ASSETS = ["crm_notes_raw", "normalized_notes", "cdp_notes_loaded", "validation_report"]
 BENCH_DIR = ROOT / ".stack" / "bench"
-PRIVATE_FERRETDB_PORT = 55117
+PRIVATE_FERRETDB_PORT = 15117
 PUBLIC_READ = {
     "Version": "2012-10-17",
     "Statement": [
@@ -96,15 +98,10 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- environment
 def stack_env() -> dict[str, str]:
-    path = ROOT / ".stack" / "env"
+    path = stack_env_file(ROOT)
     if not path.is_file():
         sys.exit(f"{path} missing: run `bash scripts/stack.sh up` first")
-    env = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            env[key.strip()] = value.strip()
-    return env
+    return read_env_file(path)
 
 
 def with_db(dsn: str, db: str) -> str:
@@ -163,9 +160,6 @@ def bench_env(base: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
             NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL=f"{s3}/crm-attachments-bench",
         )
     env["NOTES_PIPELINE_ENABLED_CIDS"] = "*"
-    if getattr(args, "pooled_storage", False):
-        here = str(Path(__file__).resolve().parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -254,7 +248,7 @@ def ferretdb_binary() -> str:
 
 
 def start_private_ferretdb(procs: Procs, env: dict[str, str]) -> str:
-    """FerretDB 1.x, PostgreSQL backend, database ferretdb_bench, on 127.0.0.1:55117."""
+    """FerretDB 1.x, PostgreSQL backend, database ferretdb_bench, on 127.0.0.1:15117."""
     if port_open(PRIVATE_FERRETDB_PORT):
         sys.exit(f"port {PRIVATE_FERRETDB_PORT} is in use (a previous benchmark still running?)")
     ensure_database(env, "ferretdb_bench")
@@ -404,7 +398,13 @@ def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
     backfills = {}
     if args.backfill_submit_workers:
         backfills = {"use_threads": True, "num_submit_workers": args.backfill_submit_workers}
-    extra = bool(overrides or backfills or args.noop_compute_logs or args.pooled_storage)
+    extra = bool(
+        overrides
+        or backfills
+        or args.noop_compute_logs
+        or args.stock_storage
+        or args.stock_launcher
+    )
     if args.shared:
         if extra:
             sys.exit("--shared uses the repo's dagster.yaml as is; no overrides")
@@ -418,14 +418,10 @@ def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
     rc_config.update(overrides)
     if backfills:
         config["backfills"] = backfills
-    if args.pooled_storage:  # experiment: see benchmarks/pooled_storage.py
-        config["storage"] = {
-            "custom": {
-                "module": "pooled_storage",
-                "class": "PooledDagsterPostgresStorage",
-                "config": config["storage"]["postgres"],
-            }
-        }
+    if args.stock_storage:
+        config["storage"] = stock_storage(config)
+    if args.stock_launcher:
+        config.pop("run_launcher", None)  # DefaultRunLauncher
     if args.noop_compute_logs:
         config["compute_logs"] = {
             "module": "dagster._core.storage.noop_compute_log_manager",
@@ -434,6 +430,11 @@ def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
     header = "# Generated by benchmarks/full_backfill.py from the repo's dagster.yaml + overrides\n"
     (home / "dagster.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False))
     return config
+
+
+def stock_storage(config: dict) -> dict:
+    """dagster.yaml's storage section as plain dagster-postgres (NullPool connections)."""
+    return {"postgres": config["storage"]["custom"]["config"]}
 
 
 def wait_for_daemon(instance, proc: subprocess.Popen, since: float, deadline: float) -> None:
@@ -798,9 +799,14 @@ def parse_args() -> argparse.Namespace:
     g.add_argument("--backfill-submit-workers", type=int, help="backfills.num_submit_workers")
     g.add_argument("--noop-compute-logs", action="store_true", help="NoOpComputeLogManager")
     g.add_argument(
-        "--pooled-storage",
+        "--stock-storage",
         action="store_true",
-        help="EXPERIMENT: dagster-postgres with pooled connections (benchmarks/pooled_storage.py)",
+        help="plain dagster-postgres storage (a new connection per storage call)",
+    )
+    g.add_argument(
+        "--stock-launcher",
+        action="store_true",
+        help="Dagster's DefaultRunLauncher (a new interpreter per run)",
     )
     ap.add_argument(
         "--no-webserver-after-launch",
@@ -859,7 +865,7 @@ def main() -> int:
         use_private = args.mongo == "private" or (args.mongo == "auto" and backend == "sqlite")
         if use_private:
             env["NOTES_PIPELINE_MONGO_URI"] = start_private_ferretdb(procs, env)
-            results["mongo"] = "private FerretDB 1.24.2, PostgreSQL backend (:55117)"
+            results["mongo"] = "private FerretDB 1.24.2, PostgreSQL backend (:15117)"
         else:
             results["mongo"] = f"stack ({base.get('NOTES_PIPELINE_MONGO_KIND')} {backend})"
         log(f"mongo: {results['mongo']}")
@@ -1010,8 +1016,8 @@ def main() -> int:
         metrics["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]  # noqa: SIM115
         results["backfill"] = metrics
         results["memory"] = {
-            "sampling": "sum of RSS over each server's session (server + all it spawned), "
-            "/proc every 0.5 s",
+            "sampling": "sum of PSS over each server's session (server + all it spawned), "
+            "/proc every 0.5 s; largest_process is RSS",
             "samples": sampler.samples,
             **{
                 f"peak_{name}_session_mb": round(kb / 1024, 1)

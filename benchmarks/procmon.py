@@ -80,6 +80,19 @@ def rss_kb(pid: int) -> int:
         return 0
 
 
+def pss_kb(pid: int) -> int:
+    """Proportional set size of ``pid`` in KiB: shared pages (forked run workers share most of
+    theirs with the zygote) count once across the processes sharing them. Falls back to RSS."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss_kb(pid)
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -97,6 +110,9 @@ def classify(pid: int) -> str:
         return "webserver"
     if "api grpc" in cmd or "code-server" in cmd:
         return "code_server"
+    if "run_worker_zygote" in cmd:  # PreforkRunLauncher: the zygote and its forked run workers
+        st = _stat(pid)
+        return "run_worker" if st and "run_worker_zygote" in cmdline(st[0]) else "zygote"
     if "execute_run" in cmd or "api execute" in cmd or "multiprocessing.spawn" in cmd:
         return "run_worker"  # the code server starts each run in a multiprocessing child
     if "multiprocessing.resource_tracker" in cmd:
@@ -110,7 +126,7 @@ def classify(pid: int) -> str:
 
 @dataclass
 class TreeSampler:
-    """Samples the summed RSS of process sessions every ``interval`` seconds in a thread.
+    """Samples the summed PSS of process sessions every ``interval`` seconds in a thread.
 
     ``roots`` maps a name to a session leader's PID (= the session id).
     """
@@ -135,7 +151,7 @@ class TreeSampler:
             total = 0
             for pid, (started, cpu) in members.get(root, {}).items():
                 rss = rss_kb(pid)
-                total += rss
+                total += pss_kb(pid)
                 role = self.roles.get((pid, started)) or self.roles.setdefault(
                     (pid, started), classify(pid)
                 )

@@ -12,7 +12,7 @@ MongoDB database (cdp_profile, contacts copied from the benchmark's) and bucket
 (cdp-notes-profile), so it can run while a benchmark runs (it competes for CPU, though).
 
   .venv/bin/python benchmarks/run_profile.py --cid 2012 [--instance postgres|ephemeral]
-      [--batch-size 500] [--attachment-workers 8] [--top 25] [--pooled-storage]
+      [--batch-size 500] [--attachment-workers 8] [--top 25] [--stock-storage]
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ def main() -> None:
     ap.add_argument("--attachment-workers", type=int)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-profile", action="store_true", help="timing only (no cProfile)")
-    ap.add_argument("--pooled-storage", action="store_true", help="see pooled_storage.py")
+    ap.add_argument(
+        "--stock-storage", action="store_true", help="plain dagster-postgres (NullPool)"
+    )
     args = ap.parse_args()
 
     env = fb.bench_env(fb.stack_env(), argparse.Namespace(shared=False))
@@ -101,17 +103,11 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     yaml_path = home / "dagster.yaml"
     yaml_path.unlink(missing_ok=True)
-    if args.pooled_storage:
+    if args.stock_storage:
         import yaml
 
         config = yaml.safe_load((fb.ROOT / "dagster.yaml").read_text())
-        config["storage"] = {
-            "custom": {
-                "module": "pooled_storage",
-                "class": "PooledDagsterPostgresStorage",
-                "config": config["storage"]["postgres"],
-            }
-        }
+        config["storage"] = fb.stock_storage(config)
         yaml_path.write_text(yaml.safe_dump(config))
     else:
         yaml_path.symlink_to(fb.ROOT / "dagster.yaml")

@@ -1,6 +1,5 @@
 """The code location: assets, checks, sensor, rollback job and resources wired from environment."""
 
-
 import dagster as dg
 
 from notes_pipeline.assets.extract import crm_notes_raw

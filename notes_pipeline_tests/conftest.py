@@ -17,19 +17,10 @@ import psycopg2
 import pytest
 from pymongo import MongoClient
 
+from notes_pipeline.envfile import read_env_file, stack_env_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STACK_ENV_FILE = Path(os.environ.get("NOTES_PIPELINE_STACK_DIR", REPO_ROOT / ".stack")) / "env"
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip()
-    return values
+STACK_ENV_FILE = stack_env_file(REPO_ROOT)
 
 
 if not STACK_ENV_FILE.is_file():
@@ -38,7 +29,7 @@ if not STACK_ENV_FILE.is_file():
         "Run `bash scripts/stack.sh up` (or `make test`) first."
     )
 
-STACK_ENV: dict[str, str] = _read_env_file(STACK_ENV_FILE)
+STACK_ENV: dict[str, str] = read_env_file(STACK_ENV_FILE)
 #: keys this conftest put into os.environ (tests that spawn stack.sh remove them again)
 LOADED_FROM_STACK_ENV: frozenset[str] = frozenset(k for k in STACK_ENV if k not in os.environ)
 for _key in LOADED_FROM_STACK_ENV:

@@ -20,6 +20,7 @@ from notes_pipeline.resources.attachment_download import (
     GuardedDownloader,
     check_url,
 )
+from notes_pipeline.resources.storage import AttachmentStorage
 
 CAP = 256 * 1024
 HUGE = 32 * 1024 * 1024  # far beyond CAP plus any socket buffering
@@ -466,3 +467,17 @@ def test_shared_downloader_is_safe_across_threads(server, hostport):
             results = list(pool.map(lambda _: dl.download(f"http://{hostport}/file"), range(32)))
     assert results == [(BODY, "image/png")] * 32
     assert len(server.hits) == 32
+
+
+def test_attachment_threads_share_one_s3_client():
+    """Concurrent first calls build one boto3 client (each build parses the S3 model: ~0.1 s)."""
+    storage = AttachmentStorage(bucket="b", endpoint_url="http://127.0.0.1:9")
+    barrier = threading.Barrier(8)
+
+    def first_call(_):
+        barrier.wait()
+        return storage.client()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        clients = list(pool.map(first_call, range(8)))
+    assert len({id(c) for c in clients}) == 1

@@ -17,7 +17,7 @@ import dagster as dg
 import launcher_jobs
 import pytest
 import yaml
-from dagster._core.launcher.base import WorkerStatus
+from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
 from notes_pipeline.instance.run_launcher import (
     RUN_WORKER_PID_TAG,
@@ -44,7 +44,12 @@ def instance(tmp_path_factory) -> Iterator[dg.DagsterInstance]:
     instance.dispose()
 
 
-def launch(instance: dg.DagsterInstance, job: dg.JobDefinition, directory: Path) -> str:
+def launch(
+    instance: dg.DagsterInstance,
+    job: dg.JobDefinition,
+    directory: Path,
+    launcher: PreforkRunLauncher | None = None,
+) -> str:
     run = instance.create_run_for_job(
         job_def=job,
         run_config={"ops": {job.nodes[0].name: {"config": {"directory": str(directory)}}}},
@@ -55,7 +60,10 @@ def launch(instance: dg.DagsterInstance, job: dg.JobDefinition, directory: Path)
             reconstructor_working_directory=str(REPO_ROOT),
         ).get_python_origin(),
     )
-    instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+    if launcher is None:
+        instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+    else:
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     return run.run_id
 
 
@@ -74,7 +82,7 @@ def finished_run(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
 
 def test_the_project_configures_the_prefork_launcher(instance):
     assert isinstance(instance.run_launcher, PreforkRunLauncher)
-    assert "dagster" in project_launcher_config()["config"]["preload_modules"]
+    assert "notes_pipeline.definitions" in project_launcher_config()["config"]["preload_modules"]
 
 
 def test_a_run_is_forked_from_the_zygote_and_succeeds(instance, tmp_path):
@@ -113,6 +121,32 @@ def test_the_zygote_is_reused_and_restarted_when_gone(instance, tmp_path):
     run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, third))
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert int((third / "worker.txt").read_text().split()[1]) != zygote_pid
+
+
+def test_a_changed_source_file_retires_the_zygote(instance, tmp_path, monkeypatch):
+    """Runs execute the code on disk: an edit after the zygote imported it means a new zygote."""
+    probe = tmp_path / "zygote_probe_module.py"
+    probe.write_text("VERSION = 1\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    launcher = PreforkRunLauncher(preload_modules=["dagster", "zygote_probe_module"])
+    launcher.register_instance(instance)
+    try:
+        parents = []
+        for version in (1, 1, 2):
+            if version == 2:
+                probe.write_text("VERSION = 2\n")
+                stat = probe.stat()
+                os.utime(probe, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+            directory = tmp_path / f"run{len(parents)}"
+            directory.mkdir()
+            run_id = launch(instance, launcher_jobs.record_worker_job, directory, launcher)
+            assert finished_run(instance, run_id).status == dg.DagsterRunStatus.SUCCESS
+            parents.append(int((directory / "worker.txt").read_text().split()[1]))
+        assert parents[0] == parents[1]  # same zygote while nothing changed
+        assert parents[2] != parents[0]  # the edit retired it
+        assert not _process_alive(parents[0])
+    finally:
+        launcher.dispose()
 
 
 def test_terminate_cancels_a_running_run(instance, tmp_path):

@@ -71,7 +71,7 @@ def _port_free(port: int) -> bool:
 def _free_offset() -> int:
     """A port offset where the second stack's three ports are all free."""
     for offset in range(1000, 5000, 137):
-        if all(_port_free(base + offset) for base in (55432, 55500, 55017)):
+        if all(_port_free(base + offset) for base in (15432, 15500, 15017)):
             return offset
     raise RuntimeError("no free port offset for a second stack")
 
@@ -256,8 +256,8 @@ def test_second_stack_lifecycle_down_stops_only_its_own_processes(tmp_path, pre_
         assert set(pids) == expected, first.stderr
         assert all(_alive(p) for p in pids.values())
         second_env = (stack_dir / "env").read_text()
-        assert f"127.0.0.1:{55432 + offset}" in second_env
-        assert f"127.0.0.1:{55500 + offset}" in second_env
+        assert f"127.0.0.1:{15432 + offset}" in second_env
+        assert f"127.0.0.1:{15500 + offset}" in second_env
 
         again = _stack("up", env)
         assert again.returncode == 0, again.stderr

@@ -10,7 +10,8 @@
 #
 # Everything listens on 127.0.0.1 only. State lives in ${NOTES_PIPELINE_STACK_DIR:-.stack}.
 # NOTES_PIPELINE_STACK_PORT_OFFSET (default 0) shifts every port, so a second, independent
-# stack can run next to the first one (the stack tests use that).
+# stack can run next to the first one (the stack tests use that). The ports sit below Linux's
+# ephemeral range (32768-60999), where an outgoing connection could briefly hold one.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,9 +20,9 @@ case "$STACK_DIR" in /*) ;; *) STACK_DIR="$PWD/$STACK_DIR" ;; esac
 OFFSET="${NOTES_PIPELINE_STACK_PORT_OFFSET:-0}"
 
 HOST=127.0.0.1
-PG_PORT=$((55432 + OFFSET))
-S3_PORT=$((55500 + OFFSET))
-MONGO_PORT=$((55017 + OFFSET))
+PG_PORT=$((15432 + OFFSET))
+S3_PORT=$((15500 + OFFSET))
+MONGO_PORT=$((15017 + OFFSET))
 PID_DIR="$STACK_DIR/pids"
 LOG_DIR="$STACK_DIR/logs"
 ENV_FILE="$STACK_DIR/env"

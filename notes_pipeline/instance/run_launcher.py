@@ -6,9 +6,10 @@ by a ``full`` backfill on a 2-core machine. ``PreforkRunLauncher`` keeps one zyg
 (``run_worker_zygote``) per launching process, with ``preload_modules`` already imported, and
 forks it for each run. The child runs exactly what ``dagster api execute_run`` runs.
 
-The project's own modules are deliberately not preloaded: a run imports them fresh, so a
-reloaded code location is what runs. A run whose code location uses another Python
-(``executable_path``) is started as ``dagster api execute_run`` with that Python.
+The zygote may preload the code location too: before each fork it checks the modification
+time of every source file it has imported, and if one changed it exits and a fresh zygote
+takes over, so a run always executes the code on disk. A run whose code location uses another
+Python (``executable_path``) is started as ``dagster api execute_run`` with that Python.
 
 The run worker's PID is stored in the run tag ``notes_pipeline/run_worker_pid``: ``terminate``
 sends it SIGTERM (a Dagster run worker turns that into a clean cancellation), and run monitoring
@@ -58,11 +59,16 @@ class RunWorkerZygote:
     def fork_run(self, serialized_args: str) -> int:
         """Fork a run worker for these ``ExecuteRunArgs``; its PID."""
         with self._lock:
-            process = self._running_process()
-            assert process.stdin and process.stdout
-            process.stdin.write(json.dumps({"execute_run_args": serialized_args}) + "\n")
-            process.stdin.flush()
-            return int(self._read_reply(process)["pid"])
+            for _attempt in range(2):
+                process = self._running_process()
+                assert process.stdin and process.stdout
+                process.stdin.write(json.dumps({"execute_run_args": serialized_args}) + "\n")
+                process.stdin.flush()
+                reply = self._read_reply(process)
+                if "pid" in reply:
+                    return int(reply["pid"])
+                process.wait(timeout=10)  # stale: its code changed on disk; start a fresh one
+            raise ZygoteError(f"run-worker zygote did not fork: {reply}")
 
     def close(self) -> None:
         with self._lock:
@@ -117,7 +123,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
                 Array(str),
                 is_required=False,
                 default_value=list(DEFAULT_PRELOAD_MODULES),
-                description="Modules the zygote imports once (third-party ones; not your code).",
+                description="Modules the zygote imports once, before forking run workers.",
             )
         }
 

@@ -5,7 +5,8 @@ MODULE...``. Protocol, one JSON object per line:
 
 - zygote -> launcher: ``{"ready": true}`` once the modules are imported;
 - launcher -> zygote: ``{"execute_run_args": "<serialized ExecuteRunArgs>"}``;
-- zygote -> launcher: ``{"pid": <run worker pid>}``.
+- zygote -> launcher: ``{"pid": <run worker pid>}``, or ``{"stale": true}`` and exit when a
+  source file it imported has changed since (the launcher then starts a fresh zygote).
 
 Each child does what ``dagster api execute_run`` does, without a new interpreter and without
 importing dagster again. The zygote exits when its stdin closes (the launcher went away);
@@ -60,9 +61,33 @@ def _child(serialized_args: str, protocol_fds: tuple[int, ...]) -> None:
         os._exit(code)
 
 
+def imported_files() -> dict[str, int]:
+    """Source files of every imported module with their modification times."""
+    files = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path not in files:
+            try:
+                files[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+    return files
+
+
+def changed(files: dict[str, int]) -> bool:
+    for path, mtime in files.items():
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
 def main(preload_modules: list[str]) -> None:
     for name in preload_modules:
         importlib.import_module(name)
+    files = imported_files()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # The protocol owns stdin and a private copy of stdout; everything printed goes to stderr.
     requests = os.fdopen(os.dup(0), "r")
@@ -78,6 +103,9 @@ def main(preload_modules: list[str]) -> None:
         if not line.strip():
             continue
         serialized_args = json.loads(line)["execute_run_args"]
+        if changed(files):
+            reply({"stale": True})
+            return
         pid = os.fork()
         if pid == 0:
             _child(serialized_args, (requests.fileno(), replies.fileno()))

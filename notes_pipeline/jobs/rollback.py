@@ -1,6 +1,5 @@
 """Rollback of one CID: delete only its migrated notes and their copied attachments."""
 
-
 import re
 
 import dagster as dg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import boto3
 import dagster as dg
 from botocore.config import Config
@@ -18,16 +20,19 @@ class AttachmentStorage(dg.ConfigurableResource):
     region_name: str = "us-east-1"
 
     _client = PrivateAttr(default=None)
+    _client_lock = PrivateAttr(default_factory=threading.Lock)
 
     def client(self):
-        if self._client is None:
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                region_name=self.region_name,
-                config=Config(max_pool_connections=32, retries={"max_attempts": 2}),
-            )
-        return self._client
+        """One boto3 client per resource; the attachment threads share it."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = boto3.client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region_name,
+                    config=Config(max_pool_connections=32, retries={"max_attempts": 2}),
+                )
+            return self._client
 
     def downloader(
         self, allowed_hosts: frozenset[str], max_bytes: int, timeout_s: float

@@ -1,6 +1,5 @@
 """Registers every CID with Person notes in the CRM as a partition (idempotent, no deploy)."""
 
-
 import dagster as dg
 
 from notes_pipeline.partitions import cid_partitions

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from notes_pipeline.envfile import read_env_file
 from notes_pipeline.synthetic.dataset import PROFILES, build_dataset
 
 
@@ -43,13 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_env_file(path: Path) -> None:
-    """Set variables from a KEY=VALUE file (``export`` and quotes allowed) unless already set."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip().removeprefix("export ").strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+    """Set variables from a KEY=VALUE file unless already set."""
+    for key, value in read_env_file(path).items():
+        os.environ.setdefault(key, value)
 
 
 def main(argv: list[str] | None = None) -> int:
