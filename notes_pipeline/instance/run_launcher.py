@@ -19,6 +19,7 @@ uses it to notice a worker that died without ending its run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ from dagster._serdes import ConfigurableClass, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
 RUN_WORKER_PID_TAG = "notes_pipeline/run_worker_pid"
+log = logging.getLogger(__name__)
 DEFAULT_PRELOAD_MODULES = ("dagster", "dagster._cli.api", "dagster_postgres")
 
 
@@ -67,7 +69,8 @@ class RunWorkerZygote:
                 reply = self._read_reply(process)
                 if "pid" in reply:
                     return int(reply["pid"])
-                process.wait(timeout=10)  # stale: its code changed on disk; start a fresh one
+                log.info("run-worker zygote %s: imported source changed; replacing it", process.pid)
+                process.wait(timeout=10)
             raise ZygoteError(f"run-worker zygote did not fork: {reply}")
 
     def close(self) -> None:
@@ -80,6 +83,12 @@ class RunWorkerZygote:
 
     def _running_process(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
+            if self._process is not None and self._process.returncode != 0:
+                log.warning(
+                    "run-worker zygote %s exited with code %s; starting a new one",
+                    self._process.pid,
+                    self._process.returncode,
+                )
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "notes_pipeline.instance.run_worker_zygote"]
                 + self._preload_modules,
@@ -89,6 +98,7 @@ class RunWorkerZygote:
             )
             if not self._read_reply(self._process).get("ready"):
                 raise ZygoteError("run-worker zygote did not report ready")
+            log.info("run-worker zygote %s started (%s)", self._process.pid, self._preload_modules)
         return self._process
 
     @staticmethod
