@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +123,24 @@ def test_the_zygote_is_reused_and_restarted_when_gone(instance, tmp_path):
     run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, third))
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert int((third / "worker.txt").read_text().split()[1]) != zygote_pid
+
+
+def test_a_zygote_that_dies_mid_request_is_replaced(instance, tmp_path):
+    """The zygote reads the request, then exits without answering: the launch still succeeds."""
+    zygote = instance.run_launcher._zygote
+    zygote.close()
+    zygote._process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.readline()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    dying = zygote._process
+    run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, tmp_path))
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert dying.returncode is not None
+    parent = int((tmp_path / "worker.txt").read_text().split()[1])
+    assert parent == zygote._process.pid != dying.pid
 
 
 def test_a_changed_source_file_retires_the_zygote(instance, tmp_path, monkeypatch):

@@ -42,8 +42,9 @@ from dagster._serdes import ConfigurableClass, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
 RUN_WORKER_PID_TAG = "notes_pipeline/run_worker_pid"
-log = logging.getLogger(__name__)
 DEFAULT_PRELOAD_MODULES = ("dagster", "dagster._cli.api", "dagster_postgres")
+
+log = logging.getLogger(__name__)
 
 
 class ZygoteError(RuntimeError):
@@ -59,19 +60,30 @@ class RunWorkerZygote:
         self._lock = threading.Lock()
 
     def fork_run(self, serialized_args: str) -> int:
-        """Fork a run worker for these ``ExecuteRunArgs``; its PID."""
+        """Fork a run worker for these ``ExecuteRunArgs``; its PID.
+
+        A zygote that is gone, or stale (a source file it imported changed), is replaced once.
+        """
+        request = json.dumps({"execute_run_args": serialized_args}) + "\n"
         with self._lock:
-            for _attempt in range(2):
+            for attempt in range(2):
                 process = self._running_process()
-                assert process.stdin and process.stdout
-                process.stdin.write(json.dumps({"execute_run_args": serialized_args}) + "\n")
-                process.stdin.flush()
-                reply = self._read_reply(process)
+                assert process.stdin
+                try:
+                    process.stdin.write(request)
+                    process.stdin.flush()
+                    reply = self._read_reply(process)
+                except (BrokenPipeError, ZygoteError):
+                    if attempt:
+                        raise
+                    process.kill()
+                    process.wait()
+                    continue
                 if "pid" in reply:
                     return int(reply["pid"])
                 log.info("run-worker zygote %s: imported source changed; replacing it", process.pid)
                 process.wait(timeout=10)
-            raise ZygoteError(f"run-worker zygote did not fork: {reply}")
+            raise ZygoteError("run-worker zygote stayed stale")
 
     def close(self) -> None:
         with self._lock:
