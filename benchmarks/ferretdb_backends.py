@@ -59,6 +59,7 @@ def ferretdb_binary() -> str:
         check=True,
         stdout=subprocess.PIPE,
         text=True,
+        timeout=900,
     )
     return out.stdout.strip().splitlines()[-1]
 

@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import procmon  # noqa: E402
 import transform_cost  # noqa: E402
+from ferretdb_backends import ferretdb_binary  # noqa: E402
 
 from notes_pipeline.envfile import read_env_file, stack_env_file  # noqa: E402
 
@@ -234,17 +235,6 @@ def wait_port(port: int, proc: subprocess.Popen, deadline: float) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"process {proc.pid} did not open port {port}")
         time.sleep(0.3)
-
-
-def ferretdb_binary() -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build_ferretdb.sh")],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=900,
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 def start_private_ferretdb(procs: Procs, env: dict[str, str]) -> str:

@@ -192,13 +192,8 @@ class TreeSampler:
 
 def alive(pid: int, started: int) -> bool:
     """True while ``pid`` is the process that started at ``started`` and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
-            raw = fh.read()
-    except OSError:
-        return False
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return rest[0] != "Z" and int(rest[19]) == started
+    st = _stat(pid)
+    return st is not None and st[1] == started
 
 
 def stop_pid(pid: int, started: int, grace_s: float = 20.0) -> bool:
