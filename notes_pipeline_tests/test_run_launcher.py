@@ -77,6 +77,12 @@ def wait_until(predicate, what: str) -> None:
         time.sleep(POLL_S)
 
 
+def worker_pids(directory: Path) -> tuple[int, int]:
+    """(run worker pid, its parent's pid) as written by ``launcher_jobs.record_worker``."""
+    worker_pid, parent_pid = map(int, (directory / "worker.txt").read_text().split())
+    return worker_pid, parent_pid
+
+
 def finished_run(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
     wait_until(lambda: instance.get_run_by_id(run_id).is_finished, f"run {run_id} to finish")
     return instance.get_run_by_id(run_id)
@@ -92,7 +98,7 @@ def test_a_run_is_forked_from_the_zygote_and_succeeds(instance, tmp_path):
     run = finished_run(instance, run_id)
 
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    worker_pid, parent_pid = map(int, (tmp_path / "worker.txt").read_text().split())
+    worker_pid, parent_pid = worker_pids(tmp_path)
     assert run.tags[RUN_WORKER_PID_TAG] == str(worker_pid)
     zygote = instance.run_launcher._zygote._process
     assert zygote is not None and zygote.poll() is None
@@ -114,7 +120,7 @@ def test_the_zygote_is_reused_and_restarted_when_gone(instance, tmp_path):
     second = tmp_path / "second"
     second.mkdir()
     finished_run(instance, launch(instance, launcher_jobs.record_worker_job, second))
-    assert int((second / "worker.txt").read_text().split()[1]) == zygote_pid
+    assert worker_pids(second)[1] == zygote_pid
 
     os.kill(zygote_pid, signal.SIGKILL)
     instance.run_launcher._zygote._process.wait()
@@ -122,7 +128,7 @@ def test_the_zygote_is_reused_and_restarted_when_gone(instance, tmp_path):
     third.mkdir()
     run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, third))
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    assert int((third / "worker.txt").read_text().split()[1]) != zygote_pid
+    assert worker_pids(third)[1] != zygote_pid
 
 
 def test_a_zygote_that_dies_mid_request_is_replaced(instance, tmp_path):
@@ -139,7 +145,7 @@ def test_a_zygote_that_dies_mid_request_is_replaced(instance, tmp_path):
     run = finished_run(instance, launch(instance, launcher_jobs.record_worker_job, tmp_path))
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert dying.returncode is not None
-    parent = int((tmp_path / "worker.txt").read_text().split()[1])
+    parent = worker_pids(tmp_path)[1]
     assert parent == zygote._process.pid != dying.pid
 
 
@@ -161,7 +167,7 @@ def test_a_changed_source_file_retires_the_zygote(instance, tmp_path, monkeypatc
             directory.mkdir()
             run_id = launch(instance, launcher_jobs.record_worker_job, directory, launcher)
             assert finished_run(instance, run_id).status == dg.DagsterRunStatus.SUCCESS
-            parents.append(int((directory / "worker.txt").read_text().split()[1]))
+            parents.append(worker_pids(directory)[1])
         assert parents[0] == parents[1]  # same zygote while nothing changed
         assert parents[2] != parents[0]  # the edit retired it
         assert not _process_alive(parents[0])
