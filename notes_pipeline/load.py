@@ -8,8 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
 from notes_pipeline import events
 from notes_pipeline import reason_codes as rc
 from notes_pipeline.model import (
@@ -86,6 +84,11 @@ def _attach_batch(
             _attachment_failed(
                 ctx, result, plan, att.asset_id, att.cdp_type, exc.reason_code, exc.details
             )
+        except Exception as exc:  # noqa: BLE001 - one attachment fails alone (issue #8)
+            details = f"exception={type(exc).__name__}"
+            _attachment_failed(
+                ctx, result, plan, att.asset_id, att.cdp_type, rc.ATTACHMENT_COPY_ERROR, details
+            )
     documents = []
     for plan in plans:
         doc = dict(plan.document or {})
@@ -117,17 +120,18 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
     """One bulk upsert; rows that failed (or a failed call) are retried once, row by row.
 
     Row by row, so one bad row cannot hold back the others on servers that stop an unordered
-    bulk at its first error. Upserts make the retry safe.
+    bulk at its first error. Upserts make the retry safe. Never raises: any exception of a
+    call becomes an error of the rows it covered (details = exception class).
     """
     try:
         first = ctx.mongo.upsert_notes(ctx.org.company_sso_id, documents)
-    except PyMongoError as exc:
+    except Exception as exc:  # noqa: BLE001 - PyMongoError, or a client-side encoding error
         first = BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(documents))})
     merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
     for index in sorted(first.errors):
         try:
             again = ctx.mongo.upsert_notes(ctx.org.company_sso_id, [documents[index]])
-        except PyMongoError as exc:
+        except Exception as exc:  # noqa: BLE001 - this row fails alone (BATCH_INSERT_FAILED)
             again = BulkUpsertResult(errors={0: type(exc).__name__})
         if again.upserted:
             merged.upserted.add(index)

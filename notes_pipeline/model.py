@@ -42,6 +42,28 @@ class CrmNote:
     updated_at: datetime | str | None
     attachments: tuple[CrmAttachment, ...] = ()
     has_checkin: bool = False
+    extract_error: str | None = None  # exception class when the row could not be read
+
+    @classmethod
+    def unreadable(cls, note_id: int, organization_id: int, exc: BaseException) -> CrmNote:
+        """A placeholder for a row that failed to convert; planned as NOTE_EXTRACT_ERROR."""
+        return cls(
+            id=note_id,
+            organization_id=organization_id,
+            type="",
+            crm_person_id=None,
+            crm_company_id=None,
+            crm_deal_id=None,
+            crm_ticket_id=None,
+            crm_note_type_id=None,
+            note=None,
+            creator_id=None,
+            creator_name=None,
+            creator_email=None,
+            created_at=None,
+            updated_at=None,
+            extract_error=type(exc).__name__,
+        )
 
     @property
     def fk_shape(self) -> str:

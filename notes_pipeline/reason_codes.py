@@ -20,6 +20,9 @@ NOTE_TOO_LONG = "NOTE_TOO_LONG"
 NOTE_EMPTY = "NOTE_EMPTY"
 INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
 BATCH_INSERT_FAILED = "BATCH_INSERT_FAILED"
+# Fault isolation (issue #8): an unexpected exception on one note; details = exception class.
+NOTE_EXTRACT_ERROR = "NOTE_EXTRACT_ERROR"  # its CRM row could not be read into a note
+NOTE_TRANSFORM_ERROR = "NOTE_TRANSFORM_ERROR"  # a rule raised while planning it
 
 # Attachment failures: the attachment is dropped, the note is still inserted.
 ATTACHMENT_DOWNLOAD_FAILED = "ATTACHMENT_DOWNLOAD_FAILED"
@@ -28,6 +31,8 @@ ATTACHMENT_TOO_LARGE = "ATTACHMENT_TOO_LARGE"
 ATTACHMENT_TYPE_MISMATCH = "ATTACHMENT_TYPE_MISMATCH"
 ATTACHMENT_UPLOAD_FAILED = "ATTACHMENT_UPLOAD_FAILED"
 ATTACHMENT_EXTRA_VOICE_NOTE = "ATTACHMENT_EXTRA_VOICE_NOTE"
+# An unexpected exception while copying one attachment; details = exception class.
+ATTACHMENT_COPY_ERROR = "ATTACHMENT_COPY_ERROR"
 
 # Run-level codes.
 FLAG_DISABLED = "FLAG_DISABLED"

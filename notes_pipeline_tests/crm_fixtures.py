@@ -26,8 +26,8 @@ class FixtureNote:
     note_type_id: int = 1
     html: str | None = "<b>Follow up</b> on renewal"
     creator_id: int | None = None
-    created_at: datetime | None = datetime(2022, 3, 4, 10, 0, tzinfo=WIB)
-    updated_at: datetime | None = datetime(2022, 3, 5, 11, 0, tzinfo=WIB)
+    created_at: datetime | str | None = datetime(2022, 3, 4, 10, 0, tzinfo=WIB)
+    updated_at: datetime | str | None = datetime(2022, 3, 5, 11, 0, tzinfo=WIB)
     deal_id: int | None = None
     company_id: int | None = None
     images: list[tuple[int, str, bytes | str | None, str]] = field(default_factory=list)

@@ -16,7 +16,7 @@ from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.resources.identity import IdentityDirectory, IdentityLookupError
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.transform.notes import PlanRules, plan_note, resolve_owner, scope_reason
+from notes_pipeline.transform.notes import PlanRules, in_scope_for_lookup, plan_note_isolated
 from notes_pipeline.validation import pct
 
 
@@ -58,10 +58,14 @@ def normalized_notes(
     settings: MigrationSettings,
 ) -> Iterator[dg.Output[NormalizedNotes] | dg.AssetCheckResult]:
     org = crm_notes_raw.org
-    rules = PlanRules(frozenset(settings.allowed_note_type_ids), settings.cdp_proxy_base_url)
+    rules = PlanRules(
+        frozenset(settings.allowed_note_type_ids),
+        settings.cdp_proxy_base_url,
+        settings.timestamp_window(),
+    )
     plans: list[NotePlan] = []
     for batch in batches(crm_notes_raw.notes, settings.batch_size):
-        in_scope = [n for n in batch if scope_reason(n, rules.allowed_note_type_ids) is None]
+        in_scope = [n for n in batch if in_scope_for_lookup(n, rules.allowed_note_type_ids)]
         contacts = cdp_mongo.contacts_by_crm_person_id(
             org.company_sso_id, (str(n.crm_person_id) for n in in_scope)
         )
@@ -73,11 +77,11 @@ def normalized_notes(
             context.log.warning(f"identity lookup failed ({exc}); owners fall back to labels")
             sso_by_email = {}
         for note in batch:
-            plan = plan_note(
+            plan = plan_note_isolated(
                 note,
                 org=org,
                 contact_id=contacts.get(str(note.crm_person_id)),
-                owner=resolve_owner(note, sso_by_email),
+                sso_by_email=sso_by_email,
                 rules=rules,
             )
             plans.append(plan)

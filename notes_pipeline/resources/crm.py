@@ -49,7 +49,8 @@ class CrmSource(dg.ConfigurableResource):
 _NOTES_PAGE_SQL = """
 SELECT n.id, n.organization_id, n.type, n.crm_person_id, n.crm_company_id, n.crm_deal_id,
        n.crm_ticket_id, n.crm_note_type_id, n.note, n.creator_id,
-       u.full_name AS creator_name, u.email AS creator_email, n.created_at, n.updated_at
+       u.full_name AS creator_name, u.email AS creator_email,
+       n.created_at::text AS created_at, n.updated_at::text AS updated_at
 FROM crm_notes n
 LEFT JOIN users u ON u.id = n.creator_id AND u.organization_id = n.organization_id
 WHERE n.organization_id = %(org)s AND n.id > %(after)s
@@ -86,6 +87,9 @@ class PostgresCrmSource(CrmSource):
         try:
             conn.set_session(readonly=True, autocommit=True)
             with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                # Timestamps are read as text in one known format (infinity, BC and years past
+                # 9999 cannot become Python datetimes); transform.timestamps parses them.
+                cur.execute("SET TIME ZONE 'UTC'; SET DateStyle TO 'ISO, YMD'")
                 yield cur
         finally:
             conn.close()
@@ -124,8 +128,13 @@ class PostgresCrmSource(CrmSource):
                 cur.execute(_CHECKINS_SQL, {"org": org, "ids": ids})
                 checkins = {row["crm_note_id"] for row in cur.fetchall()}
                 yield [
-                    _note_from_row(
-                        row, tuple(attachments.get(row["id"], ())), row["id"] in checkins
+                    _read_row(
+                        org,
+                        row["id"],
+                        _note_from_row,
+                        row,
+                        tuple(attachments.get(row["id"], ())),
+                        row["id"] in checkins,
                     )
                     for row in rows
                 ]
@@ -168,6 +177,21 @@ def _fetch_attachments(cur, org: int, ids: list[int]) -> dict[int, list[CrmAttac
             )
         )
     return by_note
+
+
+def _read_row(org: int, note_id: Any, convert: Callable[..., CrmNote], *args: Any) -> CrmNote:
+    """``convert(*args)``, or a ``CrmNote.unreadable`` placeholder when it raises (issue #8: one
+    bad row fails alone). Raises ``CrmExtractError`` only when the row has no integer id."""
+    try:
+        return convert(*args)
+    except Exception as exc:  # noqa: BLE001 - the note is planned as NOTE_EXTRACT_ERROR
+        try:
+            identifier = int(note_id)
+        except (TypeError, ValueError):
+            raise CrmExtractError(
+                f"{CRM_EXTRACT_FAILED}: a note without an integer id ({type(exc).__name__})"
+            ) from None
+        return CrmNote.unreadable(identifier, org, exc)
 
 
 def _note_from_row(row: dict[str, Any], attachments: tuple, has_checkin: bool) -> CrmNote:
@@ -258,12 +282,19 @@ class HttpCrmSource(CrmSource):
             body = self._get(
                 "/api/v4/notes", {"organization_id": cid, "page": page, "per_page": page_size}
             )
-            notes = [_note_from_api(item) for item in body["data"]]
+            notes = [
+                _read_row(int(cid), _item_id(item), _note_from_api, item) for item in body["data"]
+            ]
             if notes:
                 yield notes
             if page >= int(body.get("meta", {}).get("total_pages", page)) or not notes:
                 return
             page += 1
+
+
+def _item_id(item: Any) -> Any:
+    """The ``id`` of one API note, or None when the item is not an object."""
+    return item.get("id") if isinstance(item, dict) else None
 
 
 def _note_from_api(item: dict[str, Any]) -> CrmNote:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 from pydantic import Field, field_validator
 
+from notes_pipeline.transform.timestamps import TimestampWindow, to_utc
+
 MAX_BATCH_SIZE = 1000
+_ANY_INSTANT = TimestampWindow(datetime.min, datetime.max)
 
 
 class MigrationSettings(dg.ConfigurableResource):
@@ -30,6 +35,16 @@ class MigrationSettings(dg.ConfigurableResource):
         default="", description="Comma-separated host or host:port allowed for CRM downloads."
     )
     attachment_workers: int = Field(default=8, description="Parallel attachment copies.")
+    timestamp_earliest: str = Field(
+        default="1970-01-01T00:00:00Z",
+        description="Plausibility window start (RFC 3339); earlier timestamps are "
+        "INVALID_TIMESTAMP (SPEC rule 5).",
+    )
+    timestamp_ahead_hours: float = Field(
+        default=24.0,
+        description="Plausibility window end, in hours after the run's start; later "
+        "timestamps are INVALID_TIMESTAMP (SPEC rule 5).",
+    )
     cdp_proxy_base_url: str = Field(
         default="https://cdp.qontak.com/attachments",
         description="Base of the company-scoped CDP proxy URL stored on notes.",
@@ -41,6 +56,18 @@ class MigrationSettings(dg.ConfigurableResource):
         if not 1 <= value <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be within 1..{MAX_BATCH_SIZE}")
         return value
+
+    @field_validator("timestamp_earliest")
+    @classmethod
+    def _earliest_is_a_timestamp(cls, value: str) -> str:
+        to_utc(value, "timestamp_earliest", _ANY_INSTANT)
+        return value
+
+    def timestamp_window(self, now: datetime | None = None) -> TimestampWindow:
+        """The plausibility window of SPEC rule 5, as naive UTC datetimes."""
+        current = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+        earliest = to_utc(self.timestamp_earliest, "timestamp_earliest", _ANY_INSTANT)
+        return TimestampWindow(earliest, current + timedelta(hours=self.timestamp_ahead_hours))
 
     def is_enabled(self, cid: str) -> bool:
         """The per-CID flag; off unless listed (or '*')."""

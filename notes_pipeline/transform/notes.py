@@ -9,15 +9,16 @@ from notes_pipeline import reason_codes as rc
 from notes_pipeline.model import CrmNote, NotePlan, Organization, OwnerResolution
 from notes_pipeline.transform.attachments import plan_attachments
 from notes_pipeline.transform.html import NoteContentError, content_hash, normalize_note_html
-from notes_pipeline.transform.timestamps import InvalidTimestamp, to_utc
+from notes_pipeline.transform.timestamps import InvalidTimestamp, TimestampWindow, to_utc
 
 
 @dataclass(frozen=True)
 class PlanRules:
-    """The configurable inputs of the transform."""
+    """The configurable inputs of the transform (``timestamp_window`` None = SPEC default)."""
 
     allowed_note_type_ids: frozenset[int]
     proxy_base_url: str
+    timestamp_window: TimestampWindow | None = None
 
 
 def scope_reason(note: CrmNote, allowed_note_type_ids: Collection[int]) -> str | None:
@@ -47,8 +48,12 @@ def plan_note(
     owner: OwnerResolution,
     rules: PlanRules,
 ) -> NotePlan:
-    """Apply rules 1-7 to one note and return its plan."""
+    """Apply rules 1-7 to one note and return its plan (exceptions of a rule propagate)."""
     legacy_id = str(note.id)
+    if note.extract_error is not None:
+        return NotePlan(
+            legacy_id, rc.FAILED, rc.NOTE_EXTRACT_ERROR, f"exception={note.extract_error}"
+        )
     out_of_scope = scope_reason(note, rules.allowed_note_type_ids)
     if out_of_scope:
         return NotePlan(legacy_id, rc.OUT_OF_SCOPE, out_of_scope, f"fk_shape={note.fk_shape}")
@@ -61,8 +66,8 @@ def plan_note(
     except NoteContentError as exc:
         return NotePlan(legacy_id, rc.FAILED, exc.reason_code, exc.details)
     try:
-        created_at = to_utc(note.created_at, "created_at")
-        updated_at = to_utc(note.updated_at, "updated_at")
+        created_at = to_utc(note.created_at, "created_at", rules.timestamp_window)
+        updated_at = to_utc(note.updated_at, "updated_at", rules.timestamp_window)
     except InvalidTimestamp as exc:
         return NotePlan(legacy_id, rc.FAILED, rc.INVALID_TIMESTAMP, str(exc))
     planned, dropped = plan_attachments(
@@ -92,3 +97,34 @@ def plan_note(
         checkin_dropped=note.has_checkin,
         content_hash=content_hash(html),
     )
+
+
+def plan_note_isolated(
+    note: CrmNote,
+    *,
+    org: Organization,
+    contact_id: str | None,
+    sso_by_email: dict[str, str],
+    rules: PlanRules,
+) -> NotePlan:
+    """``resolve_owner`` + ``plan_note`` for one note, never raising (issue #8 fault isolation).
+
+    Any unexpected exception makes this note FAILED with ``NOTE_TRANSFORM_ERROR`` and the
+    exception class as details (never its message, which may quote content).
+    """
+    try:
+        owner = resolve_owner(note, sso_by_email)
+        return plan_note(note, org=org, contact_id=contact_id, owner=owner, rules=rules)
+    except Exception as exc:  # noqa: BLE001 - one note fails alone, with a reason code
+        return NotePlan(
+            str(note.id), rc.FAILED, rc.NOTE_TRANSFORM_ERROR, f"exception={type(exc).__name__}"
+        )
+
+
+def in_scope_for_lookup(note: CrmNote, allowed_note_type_ids: Collection[int]) -> bool:
+    """True when the note needs a contact lookup; False too when rule 1 itself raises
+    (``plan_note_isolated`` then reports the note)."""
+    try:
+        return note.extract_error is None and scope_reason(note, allowed_note_type_ids) is None
+    except Exception:  # noqa: BLE001
+        return False
