@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STACK_ENV := $(or $(NOTES_PIPELINE_STACK_DIR),.stack)/env
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap browser up down status test demo lint
+.PHONY: bootstrap browser up down status test demo demo-data lint
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -26,10 +26,13 @@ status:
 test: up browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: up
+demo-data: up
 	set -a && . $(STACK_ENV) && set +a && \
 	$(PY) -m notes_pipeline.synthetic seed --profile stage1 && \
-	$(VENV)/bin/notes-migration register-cids && \
+	$(VENV)/bin/notes-migration register-cids
+
+demo: demo-data
+	set -a && . $(STACK_ENV) && set +a && \
 	NOTES_PIPELINE_ENABLED_CIDS="$${NOTES_PIPELINE_ENABLED_CIDS-*}" exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: bootstrap

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 
 def stack_env_file(repo_root: Path) -> Path:
     """The local stack's env file (``$NOTES_PIPELINE_STACK_DIR/env``, default ``.stack/env``)."""
@@ -12,12 +14,5 @@ def stack_env_file(repo_root: Path) -> Path:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Variables of a KEY=VALUE file; blank lines, comments, ``export`` and quotes allowed."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip().removeprefix("export ").strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
+    """Variables of a dotenv file (python-dotenv syntax); a key without a value maps to ``""``."""
+    return {key: value or "" for key, value in dotenv_values(path).items()}

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import tenacity
+
 from notes_pipeline import reason_codes as rc
 from notes_pipeline.load import NOT_ATTEMPTED
 from notes_pipeline.model import LoadResult, NotePlan
@@ -46,14 +48,19 @@ def pct(part: int, whole: int) -> float:
     return round(part / whole * 100, 3) if whole else 100.0
 
 
-def with_retries(call: Callable[[], T], attempts: int = 3) -> T | None:
-    """Run `call`, retrying on any exception; None when every attempt failed."""
-    for _ in range(attempts):
-        try:
-            return call()
-        except Exception:  # noqa: BLE001 - the caller reports VALIDATION_SKIPPED
-            continue
-    return None
+def with_retries(call: Callable[[], T], attempts: int = 3, wait_s: float = 0.5) -> T | None:
+    """``call()``, retried on any exception with exponential waits from ``wait_s`` seconds;
+    None when every attempt failed (the caller reports VALIDATION_SKIPPED)."""
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=wait_s, max=10 * wait_s),
+        retry=tenacity.retry_if_exception_type(Exception),
+        reraise=False,
+    )
+    try:
+        return retrying(call)
+    except tenacity.RetryError:
+        return None
 
 
 def outcome_counts(plans: list[NotePlan] | tuple[NotePlan, ...], load: LoadResult) -> Counter:

@@ -11,6 +11,7 @@ import dagster as dg
 import httpx
 import psycopg2
 import psycopg2.extras
+import tenacity
 from pydantic import Field, PrivateAttr
 
 from notes_pipeline.model import CrmNote, Organization
@@ -218,6 +219,26 @@ def _note_from_row(row: dict[str, Any], attachments: tuple, has_checkin: bool) -
 RETRYABLE_STATUS = frozenset({423, 429})
 
 
+class _RetryableResponse(Exception):
+    """A transport error or a 5xx/423/429 answer (args[0]: what happened, no URL)."""
+
+
+class _FinalResponse(Exception):
+    """A 4xx answer that a retry cannot fix."""
+
+
+def _get_json(client: httpx.Client, path: str, params: dict[str, Any] | None) -> Any:
+    try:
+        response = client.get(path, params=params)
+    except (httpx.TimeoutException, httpx.TransportError) as exc:
+        raise _RetryableResponse(type(exc).__name__) from exc
+    if response.status_code < 400:
+        return response.json()
+    if response.status_code >= 500 or response.status_code in RETRYABLE_STATUS:
+        raise _RetryableResponse(f"HTTP {response.status_code}")
+    raise _FinalResponse(f"HTTP {response.status_code}")
+
+
 class HttpCrmSource(CrmSource):
     """The CRM notes API (`/api/v4/notes`, page/per_page) behind the same interface.
 
@@ -243,28 +264,29 @@ class HttpCrmSource(CrmSource):
         return self
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        attempts = len(self.backoff_s) + 1
-        last_error = ""
+        """GET ``path`` → its JSON body. Transport errors, 5xx, 423 and 429 are retried after
+        each wait of ``backoff_s`` (seconds); then, or on another 4xx, ``CrmExtractError``."""
         with httpx.Client(
             base_url=self.base_url,
             timeout=self.timeout_s,
             headers={"Authorization": self.api_token},
             transport=self._transport,
         ) as client:
-            for attempt in range(attempts):
-                try:
-                    response = client.get(path, params=params)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    last_error = type(exc).__name__
-                else:
-                    if response.status_code < 400:
-                        return response.json()
-                    last_error = f"HTTP {response.status_code}"
-                    if response.status_code < 500 and response.status_code not in RETRYABLE_STATUS:
-                        break
-                if attempt < attempts - 1:
-                    self._sleep(self.backoff_s[attempt])
-        raise CrmExtractError(f"{CRM_EXTRACT_FAILED}: GET {path} failed ({last_error})")
+            retrying = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(len(self.backoff_s) + 1),
+                wait=tenacity.wait_chain(*(tenacity.wait_fixed(s) for s in self.backoff_s))
+                if self.backoff_s
+                else tenacity.wait_none(),
+                retry=tenacity.retry_if_exception_type(_RetryableResponse),
+                sleep=self._sleep,
+                reraise=True,
+            )
+            try:
+                return retrying(_get_json, client, path, params)
+            except (_RetryableResponse, _FinalResponse) as exc:
+                raise CrmExtractError(
+                    f"{CRM_EXTRACT_FAILED}: GET {path} failed ({exc.args[0]})"
+                ) from None
 
     def list_cids_with_person_notes(self) -> list[str]:
         body = self._get("/api/v4/organizations", {"has_person_notes": "true"})

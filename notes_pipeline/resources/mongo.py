@@ -45,6 +45,12 @@ class CdpMongo(dg.ConfigurableResource):
             self._client = MongoClient(self.uri, tz_aware=False, connect=False)
         return self._client[self.database]
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the client this step opened."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     @property
     def notes(self):
         return self._db()[CONTACT_NOTES]

@@ -1,0 +1,180 @@
+"""Stack-free tests: every asset of every family with in-memory resources and IO manager.
+
+The all-families smoke test (as dagster's ``examples/assets_smoke_test``), plus the gates,
+the status and the rollback on the in-memory fakes. No PostgreSQL, S3 or MongoDB needed:
+these run under ``pytest -m "not stack"``. The stack tests prove the real services.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from notes_pipeline import reason_codes as rc
+from notes_pipeline.definitions import defs
+from notes_pipeline.jobs.rollback import confirmation_phrase, rollback_cid
+from notes_pipeline.model import CrmNote, Organization
+from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.resources.in_memory import (
+    InMemoryCdpMongo,
+    InMemoryStore,
+    in_memory_resources,
+    in_memory_store,
+)
+from notes_pipeline.resources.mongo import BulkUpsertResult
+from notes_pipeline.status import cid_status
+from notes_pipeline.transform.attachments import CrmAttachment
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
+CREATED = datetime(2023, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def note(cid: str, n: int, person: int | None = 1, **changes) -> CrmNote:
+    fields = dict(
+        id=int(cid) * 1000 + n,
+        organization_id=int(cid),
+        type="Crm::PersonNote",
+        crm_person_id=person,
+        crm_company_id=None,
+        crm_deal_id=None,
+        crm_ticket_id=None,
+        crm_note_type_id=1,
+        note=f"<p>note {n}</p>",
+        creator_id=None,
+        creator_name=None,
+        creator_email=None,
+        created_at=CREATED,
+        updated_at=CREATED,
+    )
+    fields.update(changes)
+    return CrmNote(**fields)
+
+
+def add_org(store: InMemoryStore, cid: str, notes: list[CrmNote], mapped: set[int]) -> str:
+    company = f"company-{cid}"
+    store.organizations[cid] = Organization(cid=cid, name=f"Org {cid}", company_sso_id=company)
+    store.notes[cid] = notes
+    store.contacts[company] = {str(pid): f"contact-{cid}-{pid}" for pid in mapped}
+    return company
+
+
+@pytest.fixture
+def store(request) -> InMemoryStore:
+    return in_memory_store(request.node.name, reset=True)
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+def materialize(instance, store_name: str, cid: str, **settings) -> dg.ExecuteInProcessResult:
+    if cid not in instance.get_dynamic_partitions(cid_partitions.name):
+        instance.add_dynamic_partitions(cid_partitions.name, [cid])
+    settings.setdefault("enabled_cids", "*")
+    return dg.materialize_to_memory(
+        list(defs.assets),
+        partition_key=cid,
+        resources=in_memory_resources(store_name, **settings),
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_every_asset_of_every_family_materializes_in_memory(store, instance, request):
+    url = "https://crm.example.com/files/a.png"
+    store.files[url] = (PNG, "image/png")
+    attachment = CrmAttachment("a1", "image", url, "a.png", "image/png", len(PNG))
+    company = add_org(
+        store,
+        "7001",
+        [
+            note("7001", 1, attachments=(attachment,), creator_email="ann@example.com"),
+            note("7001", 2),
+            note("7001", 3, person=None, crm_deal_id=4),  # out of scope
+        ],
+        mapped={1},
+    )
+    store.sso_users[company] = {"ann@example.com": "sso-ann"}
+    result = materialize(instance, request.node.name, "7001")
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    docs = store.contact_notes[company]
+    assert sorted(docs) == ["7001001", "7001002"]
+    assert docs["7001001"]["owner_id"] == "sso-ann"
+    assert [a["type"] for a in docs["7001001"]["attachments"]] == ["image"]
+    assert store.objects[f"{company}/7001001/a1-a.png"] == PNG
+    status = cid_status(instance, "7001")
+    assert (status.status, status.match_pct) == (rc.COMPLETED_SUCCESS, 100.0)
+
+
+def test_coverage_gate_blocks_the_load(store, instance, request):
+    notes = [note("7002", n) for n in range(1, 11)] + [note("7002", 11, person=2)]
+    company = add_org(store, "7002", notes, mapped={1})
+    result = materialize(instance, request.node.name, "7002")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["contact_coverage"].passed
+    assert not result.asset_materializations_for_node("cdp_notes_loaded")
+    assert company not in store.contact_notes
+
+
+class _FailingMongo(InMemoryCdpMongo):
+    """Every note whose legacy id ends in 7 is rejected by the server."""
+
+    def upsert_notes(self, company_sso_id, documents):
+        keep = [d for d in documents if not d["legacy_crm_note_id"].endswith("7")]
+        written = super().upsert_notes(company_sso_id, keep)
+        result, kept = BulkUpsertResult(), iter(range(len(keep)))
+        for index, doc in enumerate(documents):
+            if doc["legacy_crm_note_id"].endswith("7"):
+                result.errors[index] = "code=11000"
+                continue
+            position = next(kept)
+            if position in written.upserted:
+                result.upserted.add(index)
+            else:
+                result.matched.add(index)
+        return result
+
+
+def test_write_failures_halt_and_status_says_halted(store, instance, request):
+    add_org(store, "7003", [note("7003", n) for n in range(1, 31)], mapped={1})
+    instance.add_dynamic_partitions(cid_partitions.name, ["7003"])
+    resources = in_memory_resources(request.node.name, enabled_cids="*", batch_size=10)
+    resources["cdp_mongo"] = _FailingMongo(store=request.node.name)
+    result = dg.materialize_to_memory(
+        list(defs.assets),
+        partition_key="7003",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    load = result.output_for_node("cdp_notes_loaded")
+    assert load.status == rc.HALTED
+    assert load.batches == 1  # halted after the first batch: nothing further written
+    assert cid_status(instance, "7003").status == rc.HALTED
+
+
+def test_rollback_removes_the_migrated_notes(store, instance, request):
+    company = add_org(store, "7004", [note("7004", 1), note("7004", 2)], mapped={1})
+    assert materialize(instance, request.node.name, "7004").success
+    assert len(store.contact_notes[company]) == 2
+    result = rollback_cid.execute_in_process(
+        run_config={
+            "ops": {
+                "rollback_cid_op": {
+                    "config": {"cid": "7004", "confirm": confirmation_phrase("7004")}
+                }
+            }
+        },
+        resources=in_memory_resources(request.node.name),
+        instance=instance,
+    )
+    assert result.success
+    assert company not in store.contact_notes
+    status = cid_status(instance, "7004")
+    assert (status.status, status.note) == (rc.NOT_STARTED, "rolled back")
