@@ -28,7 +28,7 @@ test: up browser
 
 demo-data: up
 	set -a && . $(STACK_ENV) && set +a && \
-	$(PY) -m notes_pipeline.synthetic seed --profile stage1 && \
+	$(PY) -m devtools.synthetic seed --profile stage1 && \
 	$(VENV)/bin/notes-migration register-cids
 
 demo: demo-data

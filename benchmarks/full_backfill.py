@@ -1,7 +1,7 @@
 """The `full` backfill benchmark: every full-profile CID through a real dagster-daemon.
 
 What it does (see BENCHMARKS.md for the figures and the policy):
-  1. seeds the `full` synthetic profile (`python -m notes_pipeline.synthetic seed --profile
+  1. seeds the `full` synthetic profile (`python -m devtools.synthetic seed --profile
      full`: 130 CIDs 2001..2130, 21,000 notes, 10,931 attachment objects);
   2. clears the migrated `contact_notes` of those companies (company_sso_id from the CRM
      `organizations` table) and their copied attachments;
@@ -875,7 +875,7 @@ def main() -> int:
             args.no_seed = False
         if not args.no_seed:
             out = run_cmd(
-                [py, "-m", "notes_pipeline.synthetic", "seed", "--profile", "full"],
+                [py, "-m", "devtools.synthetic", "seed", "--profile", "full"],
                 env,
                 900,
                 "seed --profile full",

@@ -71,7 +71,7 @@ def copy_contacts(env: dict[str, str], source_db: str, company: str) -> None:
     """The CID's CDP contacts from the benchmark's database into cdp_profile."""
     from pymongo import MongoClient
 
-    from notes_pipeline.synthetic.writer import ensure_contact_index
+    from devtools.synthetic.writer import ensure_contact_index
 
     with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
         source = client[source_db]["contacts"]

@@ -15,7 +15,7 @@ import pytest
 from isolation import demo_snapshot
 from test_ui_browser import Webserver, _location_loaded, free_port
 
-from notes_pipeline.synthetic.dataset import profile_sizes
+from devtools.synthetic.dataset import profile_sizes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGE1_CIDS = sorted(str(cid) for cid, _ in profile_sizes("stage1"))

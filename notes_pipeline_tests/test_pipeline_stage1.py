@@ -21,7 +21,7 @@ SCHEMES = re.compile(r'href="(?!https?:|mailto:)')
 @pytest.fixture(scope="module")
 def stage1():
     subprocess.run(
-        [sys.executable, "-m", "notes_pipeline.synthetic", "seed", "--profile", "stage1"],
+        [sys.executable, "-m", "devtools.synthetic", "seed", "--profile", "stage1"],
         check=True,
         capture_output=True,
     )

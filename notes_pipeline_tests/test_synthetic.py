@@ -19,18 +19,18 @@ from datetime import timedelta
 
 import pytest
 
-from notes_pipeline.synthetic import build_dataset, decoy_company_sso_id, profile_sizes
-from notes_pipeline.synthetic.__main__ import main as cli_main
-from notes_pipeline.synthetic.dataset import FK_SHAPES, NOTE_TYPES, TABLES
-from notes_pipeline.synthetic.files import (
+from devtools.synthetic import build_dataset, decoy_company_sso_id, profile_sizes
+from devtools.synthetic.__main__ import main as cli_main
+from devtools.synthetic.dataset import FK_SHAPES, NOTE_TYPES, TABLES
+from devtools.synthetic.files import (
     FILE_TYPES,
     SHEET_MAIN_CT,
     WORD_MAIN_CT,
     make_docx,
     make_xlsx,
 )
-from notes_pipeline.synthetic.summary import EXT_BY_CONTENT_TYPE
-from notes_pipeline.synthetic.writer import COLUMNS, _csv_value, crm_rows
+from devtools.synthetic.summary import EXT_BY_CONTENT_TYPE
+from devtools.synthetic.writer import COLUMNS, _csv_value, crm_rows
 
 ALLOWED = {1, 6}
 KEY_RE = re.compile(r"^orgs/(\d+)/notes/(\d+)/(\d+)-([A-Za-z0-9_.-]+)$")
@@ -394,7 +394,7 @@ def test_same_seed_same_dataset_other_seed_other_dataset(stage1):
 
 def test_fingerprint_is_stable_across_processes(stage1):
     code = (
-        "from notes_pipeline.synthetic import build_dataset;"
+        "from devtools.synthetic import build_dataset;"
         "print(build_dataset('stage1').fingerprint())"
     )
     for hash_seed in ("1", "2"):
@@ -428,14 +428,14 @@ def test_cli_summary_prints_json(capsys):
 def _targets(mongo_db):
     from dataclasses import replace
 
-    from notes_pipeline.synthetic.writer import Targets
+    from devtools.synthetic.writer import Targets
 
     return replace(Targets.from_env(), mongo_db=mongo_db.name)
 
 
 @pytest.fixture(scope="module")
 def seeded(stage1, mongo_db):
-    from notes_pipeline.synthetic.writer import seed
+    from devtools.synthetic.writer import seed
 
     result = seed(stage1, _targets(mongo_db))
     return result
@@ -534,7 +534,7 @@ def test_seed_writes_exactly_the_dataset(seeded, stage1, crm_admin_conn, mongo_d
 
 @pytest.mark.stack
 def test_seeding_twice_leaves_identical_state(seeded, stage1, crm_admin_conn, mongo_db, s3_client):
-    from notes_pipeline.synthetic.writer import seed
+    from devtools.synthetic.writer import seed
 
     bucket = os.environ["NOTES_PIPELINE_CRM_BUCKET"]
     before = (
@@ -573,7 +573,7 @@ def test_attachments_download_by_plain_http_get(seeded, stage1, crm_admin_conn):
 
 @pytest.mark.stack
 def test_seed_keeps_rows_of_non_synthetic_orgs(seeded, stage1, crm_admin_conn, mongo_db):
-    from notes_pipeline.synthetic.writer import seed
+    from devtools.synthetic.writer import seed
 
     conn = crm_admin_conn()
     cid = 9_999_901

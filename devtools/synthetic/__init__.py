@@ -4,7 +4,7 @@
 stack (CRM PostgreSQL, identity table, CDP contacts, S3 attachments).
 """
 
-from notes_pipeline.synthetic.dataset import (
+from devtools.synthetic.dataset import (
     DEFAULT_ALLOWED_NOTE_TYPES,
     NOTE_TYPES,
     PROFILES,

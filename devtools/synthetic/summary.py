@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
-from notes_pipeline.synthetic.content import EXTRA_FRAGMENTS, TEXT_FRAGMENTS
-from notes_pipeline.synthetic.files import FILE_TYPES
+from devtools.synthetic.content import EXTRA_FRAGMENTS, TEXT_FRAGMENTS
+from devtools.synthetic.files import FILE_TYPES
 
 if TYPE_CHECKING:
-    from notes_pipeline.synthetic.dataset import Dataset
+    from devtools.synthetic.dataset import Dataset
 
 EXT_BY_CONTENT_TYPE = {ct: ext for ext, (_, ct) in FILE_TYPES.items()}
 CDP_TYPE = {
@@ -51,7 +51,7 @@ def summarize(ds: Dataset, allowed_note_types) -> dict:
         per_cid[str(org["id"])] = _org_summary(
             ds, org, notes_by_org[org["id"]], index, frozenset(allowed_note_types)
         )
-    from notes_pipeline.synthetic.dataset import TABLES
+    from devtools.synthetic.dataset import TABLES
 
     return {
         "profile": ds.profile,

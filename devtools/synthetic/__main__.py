@@ -1,4 +1,4 @@
-"""CLI: ``python -m notes_pipeline.synthetic seed|summary --profile stage1|full [--seed N]``."""
+"""CLI: ``python -m devtools.synthetic seed|summary --profile stage1|full [--seed N]``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from notes_pipeline.envfile import read_env_file
-from notes_pipeline.synthetic.dataset import PROFILES, build_dataset
+from devtools.synthetic.dataset import PROFILES, build_dataset
 
 
 def _parser() -> argparse.ArgumentParser:
     """Argument parser with ``seed`` and ``summary`` sub-commands."""
-    parser = argparse.ArgumentParser(prog="python -m notes_pipeline.synthetic")
+    parser = argparse.ArgumentParser(prog="python -m devtools.synthetic")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("seed", "replace the stack's synthetic data"),
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             summary.pop("per_cid")
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
-    from notes_pipeline.synthetic.writer import Targets, seed
+    from devtools.synthetic.writer import Targets, seed
 
     if args.env_file:
         load_env_file(args.env_file)

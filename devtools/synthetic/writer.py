@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
-from notes_pipeline.synthetic.dataset import (
+from devtools.synthetic.dataset import (
     TABLES,
     Dataset,
     StoredObject,
@@ -30,7 +30,7 @@ from notes_pipeline.synthetic.dataset import (
 )
 
 OBJECT_PREFIX = "orgs/"
-LOCK_NAME = "notes_pipeline.synthetic.seed"
+LOCK_NAME = "devtools.synthetic.seed"
 CONTACT_INDEX = "crm_contact_index"
 CONTACT_INDEX_KEYS = [("company_sso_id", 1), ("crm_data.id", 1)]
 COLUMNS = {

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-from notes_pipeline.synthetic import content
-from notes_pipeline.synthetic.files import FILE_TYPES, make_file
+from devtools.synthetic import content
+from devtools.synthetic.files import FILE_TYPES, make_file
 
 PROFILES = ("stage1", "full")
 NAMESPACE = uuid.UUID("0f6c1b8e-3d2a-4c57-9a61-5e0d7c2b9f14")
@@ -153,7 +153,7 @@ class Dataset:
 
     def summary(self, allowed_note_types=DEFAULT_ALLOWED_NOTE_TYPES) -> dict:
         """Counts per profile and per CID (see ``summary.summarize``)."""
-        from notes_pipeline.synthetic.summary import summarize
+        from devtools.synthetic.summary import summarize
 
         return summarize(self, allowed_note_types)
 
