@@ -20,7 +20,12 @@ from notes_pipeline.model import (
 from notes_pipeline.resources.attachment_download import AttachmentError, GuardedDownloader
 from notes_pipeline.resources.mongo import BulkUpsertResult, CdpMongo
 from notes_pipeline.resources.storage import AttachmentStorage
-from notes_pipeline.transform.attachments import PlannedAttachment, magic_matches
+from notes_pipeline.transform.attachments import (
+    SNIFF_HEAD_BYTES,
+    PlannedAttachment,
+    cdp_type_for,
+    magic_matches,
+)
 
 NOT_ATTEMPTED = "not_attempted"
 
@@ -52,16 +57,23 @@ class LoadContext:
 
 
 def copy_attachment(ctx: LoadContext, plan: NotePlan, att: PlannedAttachment) -> dict[str, Any]:
-    """Download through the guard, check magic bytes, upload; returns the CDP attachment entry."""
+    """Download through the guard, check magic bytes, upload; returns the CDP attachment entry.
+
+    A generic declared type (octet-stream, none) takes the CDP type the bytes show
+    (``cdp_type_for``). Raises ``AttachmentError`` (``ATTACHMENT_TYPE_MISMATCH``,
+    ``ATTACHMENT_UPLOAD_FAILED``, or the downloader's codes); details carry codes only.
+    """
     data, served_type = ctx.downloader.download(att.source_url)
-    if not magic_matches(att.cdp_type, att.content_type or served_type, att.file_name, data[:512]):
-        raise AttachmentError(rc.ATTACHMENT_TYPE_MISMATCH, f"declared {att.cdp_type}")
+    head = data[:SNIFF_HEAD_BYTES]
+    cdp_type = cdp_type_for(att, head)
+    if not magic_matches(cdp_type, att.content_type or served_type, att.file_name, head):
+        raise AttachmentError(rc.ATTACHMENT_TYPE_MISMATCH, f"declared {cdp_type}")
     try:
         ctx.storage.put(att.target_key, data, att.content_type or served_type)
     except Exception as exc:  # boto3 raises many types; any storage failure drops the attachment
         raise AttachmentError(rc.ATTACHMENT_UPLOAD_FAILED, type(exc).__name__) from exc
     return {
-        "type": att.cdp_type,
+        "type": cdp_type,
         "url": att.proxy_url,
         "file_name": att.file_name,
         "file_size_in_byte": len(data),
