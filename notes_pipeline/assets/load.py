@@ -54,7 +54,10 @@ def cdp_notes_loaded(
         mongo=cdp_mongo,
         storage=attachment_storage,
         downloader=attachment_storage.downloader(
-            settings.allowed_hosts(), settings.attachment_max_bytes, settings.attachment_timeout_s
+            settings.allowed_hosts(),
+            settings.attachment_max_bytes,
+            settings.attachment_timeout_s,
+            settings.attachment_deadline_s,
         ),
         batch_size=settings.batch_size,
         failure_threshold=settings.failure_threshold_pct / 100,

@@ -29,8 +29,23 @@ class MigrationSettings(dg.ConfigurableResource):
         description="Per-CID enable flag (crm_notes_migration_enabled): comma-separated CIDs, "
         "or '*' for all. Default off.",
     )
-    attachment_max_bytes: int = Field(default=25 * 1024 * 1024)
-    attachment_timeout_s: float = Field(default=10.0)
+    attachment_max_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        gt=0,
+        description="Cap on an attachment's bytes, both as received and as decoded (SPEC).",
+    )
+    attachment_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Per-operation timeout in seconds (connect, one read, one write); the "
+        "whole download is bounded by attachment_deadline_s.",
+    )
+    attachment_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Deadline in seconds for one whole attachment download: DNS, connect, "
+        "every read and every redirect hop (SPEC '10 s deadline').",
+    )
     attachment_allowed_hosts: str = Field(
         default="", description="Comma-separated host or host:port allowed for CRM downloads."
     )

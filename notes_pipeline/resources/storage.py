@@ -35,9 +35,17 @@ class AttachmentStorage(dg.ConfigurableResource):
             return self._client
 
     def downloader(
-        self, allowed_hosts: frozenset[str], max_bytes: int, timeout_s: float
+        self,
+        allowed_hosts: frozenset[str],
+        max_bytes: int,
+        timeout_s: float,
+        deadline_s: float = 10.0,  # SPEC: 10 s deadline for the whole download
     ) -> GuardedDownloader:
-        return GuardedDownloader(allowed_hosts, max_bytes=max_bytes, timeout_s=timeout_s)
+        """A guarded downloader: cap ``max_bytes`` (received and decoded), per-operation
+        ``timeout_s`` and whole-download ``deadline_s`` in seconds (SPEC "Loading")."""
+        return GuardedDownloader(
+            allowed_hosts, max_bytes=max_bytes, timeout_s=timeout_s, deadline_s=deadline_s
+        )
 
     def put(self, key: str, data: bytes, content_type: str | None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
