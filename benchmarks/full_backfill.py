@@ -160,6 +160,10 @@ def bench_env(base: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
             NOTES_PIPELINE_CDP_BUCKET="cdp-notes-bench",
             NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL=f"{s3}/crm-attachments-bench",
         )
+        # The stack's identity stand-in serves the `identity` database; the benchmark's users
+        # live in `identity_bench`, read directly (the local fallback of resources/selection).
+        env.pop("NOTES_PIPELINE_IDENTITY_URL", None)
+        env.pop("NOTES_PIPELINE_IDENTITY_TOKEN", None)
     env["NOTES_PIPELINE_ENABLED_CIDS"] = "*"
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -1,5 +1,7 @@
 """The code location: assets, checks, sensor, rollback job and resources wired from environment."""
 
+import os
+
 import dagster as dg
 
 from notes_pipeline.assets.extract import crm_notes_raw
@@ -7,11 +9,7 @@ from notes_pipeline.assets.load import cdp_notes_loaded
 from notes_pipeline.assets.normalize import normalized_notes
 from notes_pipeline.assets.validate import validation_report
 from notes_pipeline.jobs.rollback import rollback_cid
-from notes_pipeline.resources.crm import PostgresCrmSource
-from notes_pipeline.resources.identity import PostgresIdentityDirectory
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.resources.selection import resources_for_environment
 from notes_pipeline.sensors.discovery import cid_discovery_sensor
 
 migration_assets = [crm_notes_raw, normalized_notes, cdp_notes_loaded, validation_report]
@@ -25,24 +23,10 @@ migrate_cid = dg.define_asset_job(
 
 
 def env_resources() -> dict[str, object]:
-    """Resources configured from the environment (secrets only through EnvVar)."""
-    return {
-        "crm": PostgresCrmSource(dsn=dg.EnvVar("NOTES_PIPELINE_CRM_DSN")),
-        "cdp_mongo": CdpMongo(
-            uri=dg.EnvVar("NOTES_PIPELINE_MONGO_URI"),
-            database=dg.EnvVar("NOTES_PIPELINE_MONGO_DB"),
-        ),
-        "attachment_storage": AttachmentStorage(
-            bucket=dg.EnvVar("NOTES_PIPELINE_CDP_BUCKET"),
-            endpoint_url=dg.EnvVar("NOTES_PIPELINE_S3_ENDPOINT_URL"),
-        ),
-        "identity": PostgresIdentityDirectory(dsn=dg.EnvVar("NOTES_PIPELINE_IDENTITY_DSN")),
-        "settings": MigrationSettings(
-            enabled_cids=dg.EnvVar("NOTES_PIPELINE_ENABLED_CIDS"),
-            attachment_allowed_hosts=dg.EnvVar("NOTES_PIPELINE_ATTACHMENT_ALLOWED_HOSTS"),
-            cdp_proxy_base_url=dg.EnvVar("NOTES_PIPELINE_CDP_PROXY_BASE_URL"),
-        ),
-    }
+    """The resources this process's environment selects (``NOTES_PIPELINE_ENV`` and the
+    per-resource variables; see ``notes_pipeline.resources.selection``). Raises
+    ``ResourceSelectionError`` naming each required variable that is missing."""
+    return resources_for_environment(os.environ)
 
 
 defs = dg.Definitions(

@@ -11,7 +11,7 @@ from pymongo import IndexModel, MongoClient
 from notes_pipeline.definitions import migration_assets
 from notes_pipeline.partitions import cid_partitions
 from notes_pipeline.resources.crm import PostgresCrmSource
-from notes_pipeline.resources.identity import PostgresIdentityDirectory
+from notes_pipeline.resources.identity import HttpIdentityDirectory
 from notes_pipeline.resources.mongo import CdpMongo
 from notes_pipeline.resources.settings import MigrationSettings
 from notes_pipeline.resources.storage import AttachmentStorage
@@ -26,6 +26,9 @@ def cdp_db():
 def stack_resources(
     *, mongo: CdpMongo | None = None, storage: AttachmentStorage | None = None, **settings
 ) -> dict[str, object]:
+    """The stack's resources with plain values (``settings`` override MigrationSettings
+    fields). Identity is the production client, ``HttpIdentityDirectory``, against the
+    stack's identity-service stand-in (``NOTES_PIPELINE_IDENTITY_URL``/``_TOKEN``)."""
     settings.setdefault("enabled_cids", "*")
     settings.setdefault(
         "attachment_allowed_hosts", os.environ["NOTES_PIPELINE_ATTACHMENT_ALLOWED_HOSTS"]
@@ -43,7 +46,10 @@ def stack_resources(
             bucket=os.environ["NOTES_PIPELINE_CDP_BUCKET"],
             endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"],
         ),
-        "identity": PostgresIdentityDirectory(dsn=os.environ["NOTES_PIPELINE_IDENTITY_DSN"]),
+        "identity": HttpIdentityDirectory(
+            root_url=os.environ["NOTES_PIPELINE_IDENTITY_URL"],
+            auth_token=os.environ.get("NOTES_PIPELINE_IDENTITY_TOKEN") or None,
+        ),
         "settings": MigrationSettings(**settings),
     }
 

@@ -8,23 +8,29 @@ rest of the session uses is never torn down mid-session.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.errors
 import pytest
 
+from notes_pipeline.envfile import read_env_file
+
 pytestmark = pytest.mark.stack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_SH = REPO_ROOT / "scripts" / "stack.sh"
-SERVICES = ("postgres", "s3", "mongo")
+SERVICES = ("postgres", "identity", "s3", "mongo")
+BASE_PORTS = (15432, 15580, 15500, 15017)  # postgres, identity stand-in, s3, mongo
 
 
 def _stack(cmd: str, env: dict[str, str], timeout: int = 900):
@@ -69,9 +75,9 @@ def _port_free(port: int) -> bool:
 
 
 def _free_offset() -> int:
-    """A port offset where the second stack's three ports are all free."""
+    """A port offset where all of the second stack's ports are free."""
     for offset in range(1000, 5000, 137):
-        if all(_port_free(base + offset) for base in (15432, 15500, 15017)):
+        if all(_port_free(base + offset) for base in BASE_PORTS):
             return offset
     raise RuntimeError("no free port offset for a second stack")
 
@@ -83,7 +89,7 @@ def _main_stack_dir() -> Path:
 def test_up_again_is_a_noop_that_keeps_processes(stack_env, pre_stack_environ):
     stack_dir = _main_stack_dir()
     before = _pids(stack_dir)
-    assert {"postgres", "s3"} <= before.keys()
+    assert {"postgres", "identity", "s3"} <= before.keys()
     env_before = (stack_dir / "env").read_text()
 
     res = _stack("up", pre_stack_environ)
@@ -96,13 +102,17 @@ def test_up_again_is_a_noop_that_keeps_processes(stack_env, pre_stack_environ):
     status = _stack("status", pre_stack_environ)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "postgres: up" in status.stdout and "s3: up" in status.stdout
+    assert "identity: up" in status.stdout
 
 
-def test_env_file_has_every_setting(stack_env):
+def test_env_file_has_every_setting(demo_stack_env):
     required = {
         "NOTES_PIPELINE_CRM_DSN",
         "NOTES_PIPELINE_CRM_ADMIN_DSN",
         "NOTES_PIPELINE_IDENTITY_DSN",
+        "NOTES_PIPELINE_ENV",
+        "NOTES_PIPELINE_IDENTITY_URL",
+        "NOTES_PIPELINE_IDENTITY_TOKEN",
         "DAGSTER_PG_HOST",
         "DAGSTER_PG_PORT",
         "DAGSTER_PG_USER",
@@ -122,14 +132,19 @@ def test_env_file_has_every_setting(stack_env):
         "NOTES_PIPELINE_CDP_PROXY_BASE_URL",
         "DAGSTER_HOME",
     }
-    assert required <= stack_env.keys()
-    assert stack_env["NOTES_PIPELINE_MONGO_KIND"] in {"ferretdb", "mongodb"}
-    assert stack_env["NOTES_PIPELINE_CRM_DSN"].startswith("postgresql://crm_reader:")
-    assert f"@127.0.0.1:{stack_env['DAGSTER_PG_PORT']}/crm" in stack_env["NOTES_PIPELINE_CRM_DSN"]
-    dagster_yaml = Path(stack_env["DAGSTER_HOME"]) / "dagster.yaml"
+    assert required <= demo_stack_env.keys()
+    assert demo_stack_env["NOTES_PIPELINE_MONGO_KIND"] in {"ferretdb", "mongodb"}
+    assert demo_stack_env["NOTES_PIPELINE_CRM_DSN"].startswith("postgresql://crm_reader:")
+    assert f"@127.0.0.1:{demo_stack_env['DAGSTER_PG_PORT']}/crm" in demo_stack_env["NOTES_PIPELINE_CRM_DSN"]
+    assert demo_stack_env["NOTES_PIPELINE_ENV"] == "local"  # a declared deployment: checked on load
+    identity_port = int(demo_stack_env["DAGSTER_PG_PORT"]) - 15432 + 15580
+    assert demo_stack_env["NOTES_PIPELINE_IDENTITY_URL"] == f"http://127.0.0.1:{identity_port}"
+    assert demo_stack_env["NOTES_PIPELINE_IDENTITY_TOKEN"].startswith("Bearer ")
+    assert len(demo_stack_env["NOTES_PIPELINE_IDENTITY_TOKEN"]) >= 32 + len("Bearer ")
+    dagster_yaml = Path(demo_stack_env["DAGSTER_HOME"]) / "dagster.yaml"
     assert dagster_yaml.resolve() == (REPO_ROOT / "dagster.yaml").resolve()
     # secrets stay out of tracked files
-    password = stack_env["DAGSTER_PG_PASSWORD"]
+    password = demo_stack_env["DAGSTER_PG_PASSWORD"]
     assert len(password) >= 32
     tracked = subprocess.run(
         ["git", "grep", "-l", "-F", password], cwd=REPO_ROOT, capture_output=True, text=True
@@ -202,22 +217,42 @@ def test_crm_reader_is_read_only(stack_env, crm_admin_conn):
         psycopg2.connect(identity_dsn).close()
 
 
-def test_crm_bucket_serves_objects_over_plain_http(stack_env, s3_client):
+def test_crm_bucket_serves_objects_over_plain_http(demo_stack_env, s3_client):
     key = f"tests/{uuid.uuid4().hex}/photo.png"
     body = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
-    s3_client.put_object(Bucket=stack_env["NOTES_PIPELINE_CRM_BUCKET"], Key=key, Body=body)
+    s3_client.put_object(Bucket=demo_stack_env["NOTES_PIPELINE_CRM_BUCKET"], Key=key, Body=body)
     try:
-        url = f"{stack_env['NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL']}/{key}"
-        assert url.startswith(f"{stack_env['NOTES_PIPELINE_S3_ENDPOINT_URL']}/crm-attachments/")
+        url = f"{demo_stack_env['NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL']}/{key}"
+        assert url.startswith(f"{demo_stack_env['NOTES_PIPELINE_S3_ENDPOINT_URL']}/crm-attachments/")
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url, timeout=10) as resp:  # no credentials, no signing
             assert resp.status == 200
             assert resp.read() == body
     finally:
-        s3_client.delete_object(Bucket=stack_env["NOTES_PIPELINE_CRM_BUCKET"], Key=key)
+        s3_client.delete_object(Bucket=demo_stack_env["NOTES_PIPELINE_CRM_BUCKET"], Key=key)
     buckets = {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
-    assert stack_env["NOTES_PIPELINE_CRM_BUCKET"] in buckets
-    assert stack_env["NOTES_PIPELINE_CDP_BUCKET"] in buckets
+    assert demo_stack_env["NOTES_PIPELINE_CRM_BUCKET"] in buckets
+    assert demo_stack_env["NOTES_PIPELINE_CDP_BUCKET"] in buckets
+
+
+def _assert_identity_stand_in(stack_dir: Path, pid: int) -> None:
+    """The stack's identity stand-in answers the production contract on its own port, only
+    with the stack's token, and keeps the DSN and token out of its command line."""
+    env = read_env_file(stack_dir / "env")
+    url = env["NOTES_PIPELINE_IDENTITY_URL"]
+    query = f"{url}/private/users?company_sso_id=stack-test&emails=nobody%40example.test"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(query, timeout=10)
+    assert denied.value.code == 401
+    request = urllib.request.Request(
+        query, headers={"Authorization": env["NOTES_PIPELINE_IDENTITY_TOKEN"]}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert json.loads(resp.read()) == {"data": []}
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    password = urlsplit(env["NOTES_PIPELINE_IDENTITY_DSN"]).password
+    assert password and password not in cmdline
+    assert env["NOTES_PIPELINE_IDENTITY_TOKEN"].split()[-1] not in cmdline
 
 
 def test_second_stack_lifecycle_down_stops_only_its_own_processes(tmp_path, pre_stack_environ):
@@ -236,6 +271,8 @@ def test_second_stack_lifecycle_down_stops_only_its_own_processes(tmp_path, pre_
             "moto_server",
             "ferretdb",
             "mongod",
+            "devtools.identity_service",
+            "uvicorn",
         ],
     )
     # tmp_path sits under a 0700 /tmp/pytest-of-<user>: the postgres OS user can't enter it,
@@ -252,12 +289,14 @@ def test_second_stack_lifecycle_down_stops_only_its_own_processes(tmp_path, pre_
         first = _stack("up", env)
         assert first.returncode == 0, first.stderr
         pids = _pids(stack_dir)
-        expected = {"postgres", "s3"} | (set() if "external" in first.stderr else {"mongo"})
+        expected = {"postgres", "identity", "s3"}
+        expected |= set() if "external" in first.stderr else {"mongo"}
         assert set(pids) == expected, first.stderr
         assert all(_alive(p) for p in pids.values())
         second_env = (stack_dir / "env").read_text()
         assert f"127.0.0.1:{15432 + offset}" in second_env
         assert f"127.0.0.1:{15500 + offset}" in second_env
+        _assert_identity_stand_in(stack_dir, pids["identity"])
 
         again = _stack("up", env)
         assert again.returncode == 0, again.stderr

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Local stack for notes_pipeline: PostgreSQL (CRM source, identity stand-in, Dagster storage,
-# FerretDB backend), a moto S3 server and MongoDB (FerretDB 1.x, a local mongod, or an external
-# server given by NOTES_PIPELINE_MONGO_URI).
+# Local stack for notes_pipeline: PostgreSQL (CRM source, identity data, Dagster storage,
+# FerretDB backend), a moto S3 server, MongoDB (FerretDB 1.x, a local mongod, or an external
+# server given by NOTES_PIPELINE_MONGO_URI) and the identity-service stand-in
+# (devtools/identity_service.py: the production HTTP contract over the `identity` database).
 #
 #   scripts/stack.sh up       start what is not running, (re)provision, write .stack/env
 #   scripts/stack.sh down     stop only the processes `up` started (PID files in .stack/pids)
@@ -23,6 +24,7 @@ HOST=127.0.0.1
 PG_PORT=$((15432 + OFFSET))
 S3_PORT=$((15500 + OFFSET))
 MONGO_PORT=$((15017 + OFFSET))
+IDENTITY_PORT=$((15580 + OFFSET))
 PID_DIR="$STACK_DIR/pids"
 LOG_DIR="$STACK_DIR/logs"
 ENV_FILE="$STACK_DIR/env"
@@ -30,6 +32,7 @@ SECRETS_FILE="$STACK_DIR/secrets"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 STACK_MONGO_URI="mongodb://$HOST:$MONGO_PORT/"
+IDENTITY_URL="http://$HOST:$IDENTITY_PORT"
 # Default FerretDB backend: see docs/MONGODB.md (benchmarks/ferretdb_backends.py) for why.
 DEFAULT_FERRETDB_BACKEND=postgresql
 
@@ -121,6 +124,10 @@ load_secrets() {
             echo "CRM_READER_PASSWORD=$(secret)"
         } >"$SECRETS_FILE"
         umask 022
+    fi
+    # Added after the first release of this script: appended to an existing secrets file.
+    if ! grep -q '^IDENTITY_TOKEN=' "$SECRETS_FILE"; then
+        (umask 077 && echo "IDENTITY_TOKEN=$(secret)" >>"$SECRETS_FILE")
     fi
     # shellcheck disable=SC1090
     . "$SECRETS_FILE"
@@ -318,6 +325,94 @@ pg_down() {
     rm -f "$PID_DIR/postgres.pid"
 }
 
+# --------------------------------------------------------------------------- identity service
+# The stand-in for the identity service (Launchpad): devtools/identity_service.py (Starlette
+# app served by uvicorn, both installed with dagster-webserver) answers the production contract
+# `GET /private/users?company_sso_id=&emails=` from the `identity` database, so the pipeline
+# uses the production client (HttpIdentityDirectory) locally too. DSN and token reach it
+# through the environment, not argv (visible in ps).
+identity_dsn() { echo "postgresql://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/identity"; }
+identity_auth() { echo "Bearer $IDENTITY_TOKEN"; }
+
+# Readiness: /healthz answers 200 (database reachable), a lookup with the token answers 200
+# with an empty list, and one without it answers 401. Retries for up to 30 s.
+identity_ready() {
+    NOTES_PIPELINE_IDENTITY_TOKEN="$(identity_auth)" "$PY" - "$IDENTITY_URL" <<'PYEOF' 9>&-
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+root = sys.argv[1]
+token = os.environ["NOTES_PIPELINE_IDENTITY_TOKEN"]
+probe = f"{root}/private/users?company_sso_id=_stack_healthcheck&emails=nobody%40invalid"
+
+
+def get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+deadline = time.monotonic() + 30
+while True:
+    try:
+        status, _ = get(f"{root}/healthz")
+        if status == 200:
+            break
+        problem = f"/healthz answered {status}"
+    except OSError as exc:
+        problem = str(exc)
+    if time.monotonic() > deadline:
+        sys.exit(f"identity stand-in at {root} not ready: {problem}")
+    time.sleep(0.2)
+status, body = get(probe, {"Authorization": token})
+if status != 200 or json.loads(body) != {"data": []}:
+    sys.exit(f"identity stand-in rejected the stack's token or answered badly ({status})")
+status, _ = get(probe)
+if status != 401:
+    sys.exit(f"identity stand-in answered {status} without a token (expected 401)")
+PYEOF
+}
+
+identity_up() {
+    local pid
+    if pid="$(our_pid identity)"; then
+        log "identity stand-in already running (pid $pid)"
+    else
+        port_open "$IDENTITY_PORT" \
+            && die "port $IDENTITY_PORT is in use by a process this stack did not start"
+        log "starting identity stand-in on $IDENTITY_URL"
+        pid="$(
+            cd "$ROOT"
+            export NOTES_PIPELINE_IDENTITY_DSN NOTES_PIPELINE_IDENTITY_TOKEN PYTHONPATH="$ROOT"
+            NOTES_PIPELINE_IDENTITY_DSN="$(identity_dsn)"
+            NOTES_PIPELINE_IDENTITY_TOKEN="$(identity_auth)"
+            spawn "$LOG_DIR/identity.log" "$PY" -m devtools.identity_service \
+                --host "$HOST" --port "$IDENTITY_PORT"
+        )"
+        record_pid identity "$pid"
+        wait_port "$IDENTITY_PORT" "$pid" "identity stand-in" "$LOG_DIR/identity.log"
+    fi
+    identity_ready || die "identity stand-in not ready (log: $LOG_DIR/identity.log)"
+}
+
+identity_down() {
+    local pid
+    if pid="$(our_pid identity)"; then
+        log "stopping identity stand-in (pid $pid)"
+        stop_pid identity "$pid"
+    else
+        log "identity stand-in not running (nothing started by this stack)"
+    fi
+    rm -f "$PID_DIR/identity.pid"
+}
+
 # --------------------------------------------------------------------------- S3 (moto)
 s3_up() {
     [[ -x "$VENV/bin/moto_server" ]] || die "$VENV/bin/moto_server missing: run scripts/bootstrap.sh"
@@ -501,9 +596,13 @@ write_env() {
     umask 077
     cat >"$tmp" <<EOF
 # Generated by scripts/stack.sh up -- do not edit, do not commit (contains local secrets).
+# Resource selection: notes_pipeline/resources/selection.py (identity over HTTP: the URL below).
+NOTES_PIPELINE_ENV=local
 NOTES_PIPELINE_CRM_DSN=postgresql://crm_reader:$CRM_READER_PASSWORD@$HOST:$PG_PORT/crm
 NOTES_PIPELINE_CRM_ADMIN_DSN=postgresql://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/crm
-NOTES_PIPELINE_IDENTITY_DSN=postgresql://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/identity
+NOTES_PIPELINE_IDENTITY_DSN=$(identity_dsn)
+NOTES_PIPELINE_IDENTITY_URL=$IDENTITY_URL
+NOTES_PIPELINE_IDENTITY_TOKEN='$(identity_auth)'
 DAGSTER_PG_HOST=$HOST
 DAGSTER_PG_PORT=$PG_PORT
 DAGSTER_PG_USER=notes_admin
@@ -543,10 +642,12 @@ cmd_up() {
     fi
     load_secrets
     pg_up
+    identity_up
     s3_up
     mongo_up
     write_env
-    log "up: postgres $HOST:$PG_PORT, s3 http://$HOST:$S3_PORT, $MONGO_KIND $MONGO_URI"
+    log "up: postgres $HOST:$PG_PORT, identity $IDENTITY_URL, s3 http://$HOST:$S3_PORT," \
+        "$MONGO_KIND $MONGO_URI"
     log "env: $ENV_FILE"
 }
 
@@ -556,6 +657,7 @@ cmd_down() {
     mkdir -p "$PID_DIR"
     mongo_down
     s3_down
+    identity_down
     pg_down
 }
 
@@ -575,6 +677,7 @@ cmd_status() {
         fi
     }
     show postgres postgres "$PG_PORT"
+    show identity identity "$IDENTITY_PORT"
     show s3 s3 "$S3_PORT"
     local ext
     if ext="$(mongo_external_uri)"; then

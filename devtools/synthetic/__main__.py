@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from notes_pipeline.envfile import read_env_file
 from devtools.synthetic.dataset import PROFILES, build_dataset
+from notes_pipeline.envfile import read_env_file
 
 
 def _parser() -> argparse.ArgumentParser:

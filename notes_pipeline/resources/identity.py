@@ -1,4 +1,9 @@
-"""IdentityDirectory: CRM user email → SSO uuid (Launchpad), batched and cached per run."""
+"""IdentityDirectory: CRM user email → SSO uuid (Launchpad), batched and cached per run.
+
+PRD §9 owner resolution / SPEC rule 3: a note's owner is its CRM creator's email looked up
+here; a miss or a lookup error leaves ``owner_id`` null with a legacy label. Which
+implementation a deployment uses is chosen by environment (``resources/selection.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from pydantic import Field, PrivateAttr
 
 
 class IdentityLookupError(Exception):
-    """The identity service could not answer; owners fall back to labels."""
+    """The identity service could not answer; owners fall back to labels.
+
+    The message is the failure kind only (``HTTP 401``, ``ConnectTimeout``, ...), never
+    emails or ids."""
 
 
 class IdentityDirectory(dg.ConfigurableResource):
@@ -20,6 +28,9 @@ class IdentityDirectory(dg.ConfigurableResource):
     _cache: dict[tuple[str, str], str | None] = PrivateAttr(default_factory=dict)
 
     def resolve(self, company_sso_id: str, emails: Iterable[str]) -> dict[str, str]:
+        """``{lowercased email: sso_id}`` for the emails of ``company_sso_id`` the directory
+        knows (blank emails ignored, answers cached per resource instance, misses too).
+        Raises ``IdentityLookupError`` when the directory cannot be asked."""
         wanted = sorted({e.strip().lower() for e in emails if e and e.strip()})
         missing = [e for e in wanted if (company_sso_id, e) not in self._cache]
         if missing:
@@ -33,7 +44,9 @@ class IdentityDirectory(dg.ConfigurableResource):
 
 
 class PostgresIdentityDirectory(IdentityDirectory):
-    """The local stack's directory: table `sso_users` (see identity_schema.sql)."""
+    """Reads table ``sso_users`` (identity_schema.sql) of the stack's ``identity`` database
+    directly. Local-only fallback; the stack serves the same table over HTTP
+    (``devtools/identity_service.py``), so the default local path is ``HttpIdentityDirectory``."""
 
     dsn: str
 
@@ -51,7 +64,12 @@ class PostgresIdentityDirectory(IdentityDirectory):
 
 
 class HttpIdentityDirectory(IdentityDirectory):
-    """The identity service: `GET {root_url}/private/users?company_sso_id=&emails=a,b`."""
+    """The identity service: ``GET {root_url}/private/users?company_sso_id=&emails=a,b``.
+
+    Answer ``{"data": [{"email": ..., "sso_id": ...}, ...]}`` (a bare list is accepted too);
+    at most ``batch_size`` emails per request. ``auth_token`` is sent verbatim as the
+    ``Authorization`` header (``Bearer …``/``Basic …``). Any transport error, non-2xx status
+    or unparsable body raises ``IdentityLookupError``."""
 
     root_url: str
     auth_token: str | None = Field(default=None, description="Authorization header, if any.")
@@ -61,6 +79,7 @@ class HttpIdentityDirectory(IdentityDirectory):
     _transport: httpx.BaseTransport | None = PrivateAttr(default=None)
 
     def with_transport(self, transport: httpx.BaseTransport) -> HttpIdentityDirectory:
+        """Route requests through ``transport`` (tests, proxies); returns self."""
         self._transport = transport
         return self
 
@@ -82,9 +101,12 @@ class HttpIdentityDirectory(IdentityDirectory):
                     )
                     response.raise_for_status()
                     body = response.json()
-                    for user in body.get("data", body if isinstance(body, list) else []):
+                    users = body if isinstance(body, list) else body.get("data") or []
+                    for user in users:
                         if user.get("email") and user.get("sso_id"):
                             found[user["email"].strip().lower()] = user["sso_id"]
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPStatusError as exc:
+            raise IdentityLookupError(f"HTTP {exc.response.status_code}") from exc
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
             raise IdentityLookupError(type(exc).__name__) from exc
         return found

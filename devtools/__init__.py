@@ -1,0 +1,2 @@
+"""Developer tooling (local stack services, synthetic data); not part of the notes_pipeline
+product package."""
