@@ -135,7 +135,10 @@ def test_env_file_has_every_setting(demo_stack_env):
     assert required <= demo_stack_env.keys()
     assert demo_stack_env["NOTES_PIPELINE_MONGO_KIND"] in {"ferretdb", "mongodb"}
     assert demo_stack_env["NOTES_PIPELINE_CRM_DSN"].startswith("postgresql://crm_reader:")
-    assert f"@127.0.0.1:{demo_stack_env['DAGSTER_PG_PORT']}/crm" in demo_stack_env["NOTES_PIPELINE_CRM_DSN"]
+    assert (
+        f"@127.0.0.1:{demo_stack_env['DAGSTER_PG_PORT']}/crm"
+        in demo_stack_env["NOTES_PIPELINE_CRM_DSN"]
+    )
     assert demo_stack_env["NOTES_PIPELINE_ENV"] == "local"  # a declared deployment: checked on load
     identity_port = int(demo_stack_env["DAGSTER_PG_PORT"]) - 15432 + 15580
     assert demo_stack_env["NOTES_PIPELINE_IDENTITY_URL"] == f"http://127.0.0.1:{identity_port}"
@@ -223,7 +226,9 @@ def test_crm_bucket_serves_objects_over_plain_http(demo_stack_env, s3_client):
     s3_client.put_object(Bucket=demo_stack_env["NOTES_PIPELINE_CRM_BUCKET"], Key=key, Body=body)
     try:
         url = f"{demo_stack_env['NOTES_PIPELINE_CRM_ATTACHMENT_BASE_URL']}/{key}"
-        assert url.startswith(f"{demo_stack_env['NOTES_PIPELINE_S3_ENDPOINT_URL']}/crm-attachments/")
+        assert url.startswith(
+            f"{demo_stack_env['NOTES_PIPELINE_S3_ENDPOINT_URL']}/crm-attachments/"
+        )
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url, timeout=10) as resp:  # no credentials, no signing
             assert resp.status == 200
