@@ -590,8 +590,12 @@ mongo_down() {
 # --------------------------------------------------------------------------- env file
 write_env() {
     local dagster_home="$STACK_DIR/dagster_home"
+    # NOTES_PIPELINE_DAGSTER_YAML: the instance config DAGSTER_HOME links to (repo-relative,
+    # default dagster.yaml; dagster.stock.yaml = stock storage and run launcher, docs/INSTANCE.md)
+    local dagster_yaml="$ROOT/${NOTES_PIPELINE_DAGSTER_YAML:-dagster.yaml}"
+    [[ -f "$dagster_yaml" ]] || die "NOTES_PIPELINE_DAGSTER_YAML: $dagster_yaml not found"
     mkdir -p "$dagster_home"
-    ln -sfn "$ROOT/dagster.yaml" "$dagster_home/dagster.yaml"
+    ln -sfn "$dagster_yaml" "$dagster_home/dagster.yaml"
     local tmp="$ENV_FILE.tmp.$$"
     umask 077
     cat >"$tmp" <<EOF

@@ -14,6 +14,14 @@ Python (``executable_path``) is started as ``dagster api execute_run`` with that
 The run worker's PID is stored in the run tag ``notes_pipeline/run_worker_pid``: ``terminate``
 sends it SIGTERM (a Dagster run worker turns that into a clean cancellation), and run monitoring
 uses it to notice a worker that died without ending its run.
+
+Not a public Dagster API: the launcher builds ``dagster._grpc.types.ExecuteRunArgs`` and
+implements ``dagster._core.launcher.base.RunLauncher`` (with ``LaunchRunContext``,
+``CheckRunHealthResult``, ``WorkerStatus``), and the zygote calls the body of ``dagster api
+execute_run`` (``dagster._cli.api._execute_run_command_body``), all pinned to Dagster 1.13.
+``notes_pipeline_tests/test_private_dagster_apis.py`` fails with a clear message when one of them
+changes; the fallback is Dagster's ``DefaultRunLauncher`` (``dagster.stock.yaml``), see
+``docs/INSTANCE.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+# dagster._* below: private APIs pinned to 1.13 (notes_pipeline_tests/test_private_dagster_apis.py)
 from dagster import Array, Field
 from dagster import _check as check
 from dagster._config.config_schema import UserConfigSchema
@@ -52,9 +61,15 @@ class ZygoteError(RuntimeError):
 
 
 class RunWorkerZygote:
-    """One ``run_worker_zygote`` child process and its line protocol (thread-safe)."""
+    """One ``run_worker_zygote`` child process and its line protocol (thread-safe).
+
+    The process is started lazily by the first ``fork_run`` (``sys.executable -m
+    notes_pipeline.instance.run_worker_zygote MODULE...``) and replaced whenever it has exited
+    or reports itself stale. Its stdin/stdout carry the protocol; its stderr is inherited.
+    """
 
     def __init__(self, preload_modules: Sequence[str]):
+        """Remember the module names (importable dotted paths) the zygote imports at start."""
         self._preload_modules = list(preload_modules)
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -63,6 +78,21 @@ class RunWorkerZygote:
         """Fork a run worker for these ``ExecuteRunArgs``; its PID.
 
         A zygote that is gone, or stale (a source file it imported changed), is replaced once.
+        Blocks until the zygote answers: a new zygote first imports ``preload_modules``
+        (seconds for a code location), an existing one answers in milliseconds.
+
+        Args:
+            serialized_args: ``dagster._serdes.serialize_value(ExecuteRunArgs(...))`` (JSON).
+
+        Returns:
+            The PID of the forked run worker (a child of the zygote, not of this process).
+
+        Raises:
+            ZygoteError: the zygote exited without answering twice in a row, did not report
+                ready after start, or stayed stale after being replaced.
+            BrokenPipeError: the replacement zygote closed its stdin too.
+            subprocess.TimeoutExpired: a stale zygote did not exit within 10 s.
+            OSError: the zygote process could not be started.
         """
         request = json.dumps({"execute_run_args": serialized_args}) + "\n"
         with self._lock:
@@ -86,6 +116,12 @@ class RunWorkerZygote:
             raise ZygoteError("run-worker zygote stayed stale")
 
     def close(self) -> None:
+        """Close the zygote's stdin and wait (up to 10 s) for it to exit; run workers it forked
+        keep running. A later ``fork_run`` starts a new zygote.
+
+        Raises:
+            subprocess.TimeoutExpired: the zygote did not exit within 10 s.
+        """
         with self._lock:
             if self._process and self._process.poll() is None:
                 assert self._process.stdin
@@ -123,23 +159,40 @@ class RunWorkerZygote:
 
 
 class PreforkRunLauncher(RunLauncher, ConfigurableClass):
-    """Launches each run as a fork of a process that has already imported dagster."""
+    """Launches each run as a fork of a process that has already imported dagster.
+
+    Configured in ``dagster.yaml`` as ``run_launcher: {module:
+    notes_pipeline.instance.run_launcher, class: PreforkRunLauncher, config: {preload_modules:
+    [...]}}``. Each process that launches runs (daemon, webserver, ``dagster dev``) owns one
+    zygote. Runs whose code location uses another Python are started as ``dagster api
+    execute_run`` subprocesses instead. The run worker's PID goes to the run tag
+    ``RUN_WORKER_PID_TAG``; ``terminate`` and ``check_run_worker_health`` use it.
+    """
 
     def __init__(
         self,
         preload_modules: Sequence[str] = DEFAULT_PRELOAD_MODULES,
         inst_data: ConfigurableClassData | None = None,
     ):
+        """Create the launcher; its zygote is started by the first ``launch_run``.
+
+        Args:
+            preload_modules: dotted module names the zygote imports before its first fork;
+                a module that fails to import makes every launch fail with ``ZygoteError``.
+            inst_data: the ``ConfigurableClassData`` the instance loaded this class from.
+        """
         self._inst_data = inst_data
         self._zygote = RunWorkerZygote(preload_modules)
         super().__init__()
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
+        """The ``ConfigurableClassData`` this launcher was loaded from (None if built directly)."""
         return self._inst_data
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
+        """Config schema: ``preload_modules`` (list of str, default ``DEFAULT_PRELOAD_MODULES``)."""
         return {
             "preload_modules": Field(
                 Array(str),
@@ -153,9 +206,23 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> PreforkRunLauncher:
+        """Build the launcher from its validated config (``preload_modules`` filled in)."""
         return cls(preload_modules=config_value["preload_modules"], inst_data=inst_data)
 
     def launch_run(self, context: LaunchRunContext) -> None:
+        """Start the run's worker and record its PID in the run tag ``RUN_WORKER_PID_TAG``.
+
+        Returns once the worker process exists (it reports ``STARTED`` itself); the workspace
+        in ``context`` is not used. Needs the instance registered (``register_instance``).
+
+        Raises:
+            dagster._check.CheckError: the run has no ``job_code_origin``.
+            ZygoteError, BrokenPipeError, subprocess.TimeoutExpired, OSError: as
+                ``RunWorkerZygote.fork_run`` (or ``subprocess.Popen`` for another Python);
+                ``DagsterInstance.launch_run`` then records the error and marks the run failed.
+                A worker that starts but dies before reporting ``STARTED`` leaves the run
+                ``STARTING`` until run monitoring's start timeout fails it.
+        """
         run = context.dagster_run
         job_origin = check.not_none(run.job_code_origin, "run has no code origin")
         args = ExecuteRunArgs(
@@ -171,6 +238,16 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.add_run_tags(run.run_id, {RUN_WORKER_PID_TAG: str(pid)})
 
     def terminate(self, run_id: str) -> bool:
+        """Mark the run ``CANCELING`` and send its worker SIGTERM (the worker then cancels the
+        run cleanly and marks it ``CANCELED``).
+
+        Returns:
+            True if the signal was sent; False if the run is unknown or finished, has no
+            recorded worker PID (an engine event says so), or the worker is already gone.
+
+        Raises:
+            PermissionError: the worker PID belongs to a process this user may not signal.
+        """
         run = self._instance.get_run_by_id(run_id)
         if not run or run.is_finished:
             return False
@@ -191,9 +268,17 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
 
     @property
     def supports_check_run_worker_health(self) -> bool:
+        """True: run monitoring may call ``check_run_worker_health``."""
         return True
 
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        """Whether the run's worker process is alive (run monitoring fails the run if not).
+
+        Returns:
+            ``WorkerStatus.RUNNING`` while the PID in ``RUN_WORKER_PID_TAG`` runs (not a
+            zombie), ``FAILED`` once it is gone, ``UNKNOWN`` if no PID was recorded. Only
+            meaningful on the machine that launched the run (PIDs are local).
+        """
         pid = _worker_pid(run.tags)
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker PID recorded")
@@ -204,16 +289,19 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         )
 
     def dispose(self) -> None:
+        """Stop the zygote (instance shutdown); running run workers are not affected."""
         self._zygote.close()
 
 
 def _same_python(executable_path: str | None) -> bool:
+    """True if the code location runs on this interpreter (so the zygote can fork its runs)."""
     if not executable_path:
         return True
     return os.path.realpath(executable_path) == os.path.realpath(sys.executable)
 
 
 def _worker_pid(tags: Mapping[str, str]) -> int | None:
+    """The run worker PID recorded in the run's tags, or None."""
     value = tags.get(RUN_WORKER_PID_TAG)
     return int(value) if value and value.isdigit() else None
 

@@ -11,6 +11,12 @@ MODULE...``. Protocol, one JSON object per line:
 Each child does what ``dagster api execute_run`` does, without a new interpreter and without
 importing dagster again. The zygote exits when its stdin closes (the launcher went away);
 run workers already started keep running. Children are reaped by the kernel (SIGCHLD ignored).
+
+``execute_run_worker`` uses private Dagster APIs pinned to 1.13 (``dagster._cli.api.
+_execute_run_command_body``, ``dagster._grpc.types.ExecuteRunArgs``,
+``dagster._utils.interrupts.capture_interrupts``, ``dagster._serdes.deserialize_value``);
+``notes_pipeline_tests/test_private_dagster_apis.py`` checks them (fallback: ``dagster.stock.yaml``,
+see ``docs/INSTANCE.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,26 @@ import traceback
 
 
 def execute_run_worker(serialized_args: str) -> int:
-    """Body of ``dagster api execute_run``: run the whole job in this process; exit code."""
+    """Body of ``dagster api execute_run``: run the whole job in this process; exit code.
+
+    SIGTERM and SIGINT are captured while the run executes (``capture_interrupts`` maps SIGTERM
+    to the SIGINT handler); Dagster then cancels the run at the next step boundary, which is
+    how ``PreforkRunLauncher.terminate`` works.
+
+    Args:
+        serialized_args: ``serialize_value(ExecuteRunArgs(...))``; its ``instance_ref`` must be
+            set (the run's instance) and the run must exist there with a ``job_code_origin``.
+
+    Returns:
+        0 when the run succeeded, or when it failed but ``set_exit_code_on_failure`` is false;
+        1 when it failed and ``set_exit_code_on_failure`` is true. Step and run failures are
+        written to the run's event log, not raised.
+
+    Raises:
+        dagster._check.CheckError: the run does not exist or has no code origin.
+        dagster_shared.serdes.errors.DeserializationError: ``serialized_args`` is not an
+            ``ExecuteRunArgs`` of this Dagster version.
+    """
     from dagster._cli.api import _execute_run_command_body
     from dagster._core.instance import DagsterInstance
     from dagster._grpc.types import ExecuteRunArgs
@@ -62,7 +87,12 @@ def _child(serialized_args: str, protocol_fds: tuple[int, ...]) -> None:
 
 
 def imported_files() -> dict[str, int]:
-    """Source files of every imported module with their modification times."""
+    """Source files of every imported module with their modification times.
+
+    Returns:
+        ``{path: st_mtime_ns}`` (nanoseconds) for every module in ``sys.modules`` that has a
+        ``__file__`` that can be stat'ed (built-in and namespace modules are skipped).
+    """
     files = {}
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
@@ -75,6 +105,7 @@ def imported_files() -> dict[str, int]:
 
 
 def changed(files: dict[str, int]) -> bool:
+    """True if any file of ``imported_files()`` now has another mtime or is gone."""
     for path, mtime in files.items():
         try:
             if os.stat(path).st_mtime_ns != mtime:
@@ -85,6 +116,16 @@ def changed(files: dict[str, int]) -> bool:
 
 
 def main(preload_modules: list[str]) -> None:
+    """Import ``preload_modules``, then serve fork requests on stdin until it closes.
+
+    Returns when stdin reaches EOF, or after answering ``{"stale": true}`` to a request that
+    came after an imported source file changed.
+
+    Raises:
+        ImportError: a preload module does not import (the launcher sees the zygote exit
+            before ``{"ready": true}`` and raises ``ZygoteError``).
+        json.JSONDecodeError, KeyError: a request line is not the protocol's JSON object.
+    """
     for name in preload_modules:
         importlib.import_module(name)
     files = imported_files()

@@ -6,6 +6,13 @@ authentication, a new backend process). A migrate_cid run makes ~250 storage cal
 CIDs per backfill that handshake becomes most of the run time (BENCHMARKS.md). This subclass
 gives each storage a small ``QueuePool`` in every process, the way dagster-webserver already
 does for itself (``optimize_for_webserver``).
+
+Not a public Dagster API: this relies on dagster-postgres internals pinned to Dagster 1.13
+(``DagsterPostgresStorage._run_storage``/``_event_log_storage``/``_schedule_storage``, each
+storage's ``_engine``, ``dagster_postgres.utils.create_pg_engine``/``pg_url_from_config`` and
+``dagster._core.storage.config.pg_config``). ``notes_pipeline_tests/test_private_dagster_apis.py``
+fails with a clear message when one of them changes; the fallback is ``dagster.stock.yaml``
+(plain dagster-postgres, same database and tables), see ``docs/INSTANCE.md``.
 """
 
 from __future__ import annotations
@@ -13,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dagster._config.config_schema import UserConfigSchema
-from dagster._core.storage.config import pg_config
+from dagster._config.config_schema import UserConfigSchema  # private (type alias only)
+from dagster._core.storage.config import pg_config  # private: dagster-postgres' config schema
 from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import create_pg_engine, pg_url_from_config
+from dagster_postgres.utils import create_pg_engine, pg_url_from_config  # undocumented helpers
 
 # One connection kept per storage; threads (daemon workers, submit pools) get overflow ones.
 # pre_ping replaces a connection the server dropped (restart, idle timeout) before it is used.
@@ -30,9 +37,39 @@ POOL_SETTINGS: Mapping[str, Any] = {
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """``DagsterPostgresStorage`` whose three storages keep pooled connections."""
+    """``DagsterPostgresStorage`` whose three storages keep pooled connections.
+
+    Configured in ``dagster.yaml`` as ``storage: custom: {module: notes_pipeline.instance.storage,
+    class: PooledPostgresStorage, config: <the dagster-postgres storage config>}``; it accepts
+    exactly the config of ``storage: postgres`` (``postgres_url`` or ``postgres_db``,
+    ``should_autocreate_tables``) and uses the same database and tables, so an instance can
+    switch between this class and plain dagster-postgres at any time.
+
+    Per process, each of the run, event-log and schedule storages holds one idle connection
+    (``POOL_SETTINGS``: ``pool_size`` 1, up to ``max_overflow`` 10 more while threads need
+    them, recycled after ``pool_recycle`` 300 s, checked with ``pool_pre_ping`` before use), so at
+    most 33 connections per process. Not supported (unlike stock dagster-postgres): the
+    ``auth_provider`` (Azure workload identity token) option.
+    """
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None):
+        """Build the dagster-postgres storages, then swap their engines for pooled ones.
+
+        Args:
+            postgres_url: SQLAlchemy URL of the Dagster database, e.g.
+                ``postgresql+psycopg2://user:password@host:port/db``.
+            should_autocreate_tables: create (and stamp) the Dagster tables if missing, as
+                dagster-postgres does; this connects once per storage with the stock engine.
+            inst_data: the ``ConfigurableClassData`` the instance loaded this class from, or None.
+
+        Raises:
+            dagster_postgres.utils.DagsterPostgresException: PostgreSQL stayed unreachable or
+                refused the login through dagster-postgres' 5 retries (only checked here when
+                ``should_autocreate_tables``; otherwise the first storage call raises it).
+            AttributeError: dagster-postgres no longer keeps its storages in ``_run_storage``,
+                ``_event_log_storage``, ``_schedule_storage`` with an ``_engine`` each (a Dagster
+                upgrade; see docs/INSTANCE.md).
+        """
         super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
             storage._engine.dispose()
@@ -40,10 +77,23 @@ class PooledPostgresStorage(DagsterPostgresStorage):
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
+        """The config schema of ``storage: postgres`` (dagster-postgres' ``pg_config()``)."""
         return pg_config()
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> PooledPostgresStorage:
+        """Build the storage from its validated ``dagster.yaml`` config (env vars resolved).
+
+        Args:
+            inst_data: the ``ConfigurableClassData`` of the ``storage`` section.
+            config_value: mapping with ``postgres_url`` or ``postgres_db`` (``hostname``,
+                ``port``, ``username``, ``password``, ``db_name``, optional ``params``,
+                ``scheme``) and optional ``should_autocreate_tables`` (default True).
+
+        Raises:
+            as ``__init__``; ``dagster._check.CheckError`` from ``pg_url_from_config`` when the
+            config has both or neither of ``postgres_url`` and ``postgres_db``.
+        """
         return cls(
             pg_url_from_config(config_value),
             config_value.get("should_autocreate_tables", True),
