@@ -37,8 +37,8 @@ from pymongo import MongoClient, UpdateOne
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from notes_pipeline.envfile import read_env_file, stack_env_file  # noqa: E402
-from notes_pipeline.resources.mongo_indexes import (  # noqa: E402
+from notes_pipeline.core.envfile import read_env_file, stack_env_file  # noqa: E402
+from notes_pipeline.core.resources.mongo_indexes import (  # noqa: E402
     ensure_contact_notes_index,
     ensure_contacts_index,
 )

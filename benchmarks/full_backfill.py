@@ -15,7 +15,7 @@ What it does (see BENCHMARKS.md for the figures and the policy):
      instance until every run finished;
   6. reports wall time (launch -> last run end), notes/s, runs, per-run overhead, peak PSS of
      the daemon/webserver process sessions (sampled from /proc every 0.5 s), and per-CID
-     outcomes from `notes_pipeline.status.all_statuses` plus the validation reports' counts.
+     outcomes from `notes_pipeline.core.status.all_statuses` plus the validation reports' counts.
 
 Isolation (default): the stack is shared with other engineers, and seeding `full` replaces
 every synthetic CID (stage1 included) in whatever CRM it writes to, so by default the
@@ -66,7 +66,7 @@ import procmon  # noqa: E402
 import transform_cost  # noqa: E402
 from ferretdb_backends import ferretdb_binary  # noqa: E402
 
-from notes_pipeline.envfile import read_env_file, stack_env_file  # noqa: E402
+from notes_pipeline.core.envfile import read_env_file, stack_env_file  # noqa: E402
 
 FULL_CIDS = [str(c) for c in range(2001, 2131)]
 FULL_TOTAL_NOTES = 21_000
@@ -659,7 +659,7 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
 def outcome_summary(instance, cids: list[str]) -> dict:
     import dagster as dg
 
-    from notes_pipeline.status import all_statuses
+    from notes_pipeline.core.status import all_statuses
 
     statuses = [s for s in all_statuses(instance) if s.cid in set(cids)]
     by_status: dict[str, int] = {}

@@ -33,17 +33,18 @@ import nh3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from notes_pipeline.model import CrmNote, Organization, OwnerResolution  # noqa: E402
-from notes_pipeline.resources.crm import PostgresCrmSource  # noqa: E402
-from notes_pipeline.resources.identity import PostgresIdentityDirectory  # noqa: E402
-from notes_pipeline.resources.mongo import CdpMongo  # noqa: E402
-from notes_pipeline.resources.settings import MigrationSettings  # noqa: E402
-from notes_pipeline.transform.notes import (  # noqa: E402
+from notes_pipeline.contact_notes.records import OwnerResolution  # noqa: E402
+from notes_pipeline.contact_notes.rules.plan import (  # noqa: E402
     PlanRules,
     plan_note,
     resolve_owner,
     scope_reason,
 )
+from notes_pipeline.core.crm_records import CrmNote, Organization  # noqa: E402
+from notes_pipeline.core.resources.crm import PostgresCrmSource  # noqa: E402
+from notes_pipeline.core.resources.identity import PostgresIdentityDirectory  # noqa: E402
+from notes_pipeline.core.resources.mongo import CdpMongo  # noqa: E402
+from notes_pipeline.core.resources.settings import MigrationSettings  # noqa: E402
 
 Item = tuple[CrmNote, Organization, str | None, OwnerResolution]
 

@@ -9,10 +9,10 @@ import sys
 
 import dagster as dg
 
-from notes_pipeline.partitions import cid_partitions
-from notes_pipeline.resources.crm import PostgresCrmSource
-from notes_pipeline.sensors.discovery import new_cids
-from notes_pipeline.status import CidStatus, all_statuses, cid_status
+from notes_pipeline.core.discovery import new_cids
+from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.resources.crm import PostgresCrmSource
+from notes_pipeline.core.status import CidStatus, all_statuses, cid_status
 
 COLUMNS = (
     "cid",

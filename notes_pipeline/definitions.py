@@ -4,13 +4,13 @@ import os
 
 import dagster as dg
 
-from notes_pipeline.assets.extract import crm_notes_raw
-from notes_pipeline.assets.load import cdp_notes_loaded
-from notes_pipeline.assets.normalize import normalized_notes
-from notes_pipeline.assets.validate import validation_report
-from notes_pipeline.jobs.rollback import rollback_cid
-from notes_pipeline.resources.selection import resources_for_environment
-from notes_pipeline.sensors.discovery import cid_discovery_sensor
+from notes_pipeline.contact_notes.assets.extract import crm_notes_raw
+from notes_pipeline.contact_notes.assets.load import cdp_notes_loaded
+from notes_pipeline.contact_notes.assets.normalize import normalized_notes
+from notes_pipeline.contact_notes.assets.validate import validation_report
+from notes_pipeline.contact_notes.rollback import rollback_cid
+from notes_pipeline.core.discovery import cid_discovery_sensor
+from notes_pipeline.core.resources.selection import resources_for_environment
 
 migration_assets = [crm_notes_raw, normalized_notes, cdp_notes_loaded, validation_report]
 
@@ -24,7 +24,7 @@ migrate_cid = dg.define_asset_job(
 
 def env_resources() -> dict[str, object]:
     """The resources this process's environment selects (``NOTES_PIPELINE_ENV`` and the
-    per-resource variables; see ``notes_pipeline.resources.selection``). Raises
+    per-resource variables; see ``notes_pipeline.core.resources.selection``). Raises
     ``ResourceSelectionError`` naming each required variable that is missing."""
     return resources_for_environment(os.environ)
 

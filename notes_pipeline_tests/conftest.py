@@ -21,7 +21,7 @@ import pytest
 from isolation import demo_snapshot, isolated_environment, provision, teardown
 from pymongo import MongoClient
 
-from notes_pipeline.envfile import read_env_file, stack_env_file
+from notes_pipeline.core.envfile import read_env_file, stack_env_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_ENV_FILE = stack_env_file(REPO_ROOT)

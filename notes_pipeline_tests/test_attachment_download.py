@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from notes_pipeline.reason_codes import (
+from notes_pipeline.contact_notes.reason_codes import (
     ATTACHMENT_DOWNLOAD_FAILED,
     ATTACHMENT_SSRF_BLOCKED,
     ATTACHMENT_TOO_LARGE,
 )
-from notes_pipeline.resources.attachment_download import (
+from notes_pipeline.core.resources.attachment_download import (
     NON_PUBLIC_NETWORKS,
     AttachmentError,
     DeadlineTransport,
@@ -32,8 +32,8 @@ from notes_pipeline.resources.attachment_download import (
     decoded_stream,
     is_public_address,
 )
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.core.resources.settings import MigrationSettings
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 CAP = 256 * 1024
 HUGE = 32 * 1024 * 1024  # far beyond CAP plus any socket buffering

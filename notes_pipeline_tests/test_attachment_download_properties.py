@@ -13,12 +13,12 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notes_pipeline.reason_codes import (
+from notes_pipeline.contact_notes.reason_codes import (
     ATTACHMENT_DOWNLOAD_FAILED,
     ATTACHMENT_SSRF_BLOCKED,
     ATTACHMENT_TOO_LARGE,
 )
-from notes_pipeline.resources.attachment_download import (
+from notes_pipeline.core.resources.attachment_download import (
     DECODE_CHUNK,
     METADATA_ADDRESSES,
     NON_PUBLIC_NETWORKS,

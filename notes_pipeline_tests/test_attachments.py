@@ -7,16 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.load import copy_attachment
-from notes_pipeline.reason_codes import ATTACHMENT_EXTRA_VOICE_NOTE
-from notes_pipeline.resources.attachment_download import AttachmentError
-from notes_pipeline.transform.attachments import (
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.load import copy_attachment
+from notes_pipeline.contact_notes.reason_codes import ATTACHMENT_EXTRA_VOICE_NOTE
+from notes_pipeline.contact_notes.records import PlannedAttachment
+from notes_pipeline.contact_notes.rules.attachments import (
     ACCEPTED_KINDS,
     CDP_ATTACHMENT_TYPES,
     SNIFF_HEAD_BYTES,
-    CrmAttachment,
-    PlannedAttachment,
     cdp_type_for,
     default_file_name,
     is_generic_type,
@@ -27,6 +25,8 @@ from notes_pipeline.transform.attachments import (
     sniff_type,
     target_key,
 )
+from notes_pipeline.core.crm_records import CrmAttachment
+from notes_pipeline.core.resources.attachment_download import AttachmentError
 
 COMPANY = "3f1c2b9e-0000-4000-8000-000000000001"
 PROXY = "https://cdp.example.com/attachments/"

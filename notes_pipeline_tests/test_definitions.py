@@ -11,9 +11,9 @@ import sqlalchemy
 from crm_fixtures import FixtureNote, FixtureOrg, install
 from pipeline_harness import cdp_db, stack_resources
 
+from notes_pipeline.core.discovery import cid_discovery_sensor
 from notes_pipeline.definitions import defs
 from notes_pipeline.instance.storage import PooledPostgresStorage
-from notes_pipeline.sensors.discovery import cid_discovery_sensor
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """The KEY=VALUE reader shared by conftest, the synthetic CLI and the benchmarks."""
 
-from notes_pipeline.envfile import read_env_file, stack_env_file
+from notes_pipeline.core.envfile import read_env_file, stack_env_file
 
 
 def test_reads_values_and_skips_comments_blank_lines_and_noise(tmp_path):

@@ -16,13 +16,13 @@ from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
 from pipeline_harness import metadata, run_cid, stack_resources
 from test_pipeline_rules import RELAXED, assert_counts_add_up, error_log_rows
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.model import CrmNote
-from notes_pipeline.resources import crm as crm_module
-from notes_pipeline.resources.attachment_download import GuardedDownloader
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.storage import AttachmentStorage
-from notes_pipeline.transform import notes as notes_module
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.rules import plan as notes_module
+from notes_pipeline.core.crm_records import CrmNote
+from notes_pipeline.core.resources import crm as crm_module
+from notes_pipeline.core.resources.attachment_download import GuardedDownloader
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 pytestmark = pytest.mark.stack
 

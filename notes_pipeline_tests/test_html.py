@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from notes_pipeline.reason_codes import NOTE_EMPTY, NOTE_TOO_LONG
-from notes_pipeline.transform.html import (
+from notes_pipeline.contact_notes.reason_codes import NOTE_EMPTY, NOTE_TOO_LONG
+from notes_pipeline.contact_notes.rules.html import (
     MAX_NOTE_CHARS,
     NoteContentError,
     content_hash,
@@ -435,7 +435,7 @@ def test_output_reparses_to_itself(source, expected):
 
 def test_deeply_nested_source_is_too_long_before_parsing():
     """html5ever is quadratic in nesting depth: such a note must fail fast, alone."""
-    from notes_pipeline.transform.html import MAX_SOURCE_TAGS
+    from notes_pipeline.contact_notes.rules.html import MAX_SOURCE_TAGS
 
     nested = "<div>" * (MAX_SOURCE_TAGS + 1) + "x"
     with pytest.raises(NoteContentError) as raised:

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notes_pipeline.reason_codes import NOTE_EMPTY
-from notes_pipeline.transform.html import (
+from notes_pipeline.contact_notes.reason_codes import NOTE_EMPTY
+from notes_pipeline.contact_notes.rules.html import (
     ALLOWED_TAGS,
     ALLOWED_URL_SCHEMES,
     LINK_REL,

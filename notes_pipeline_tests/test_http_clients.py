@@ -3,9 +3,9 @@
 import httpx
 import pytest
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.resources.crm import CrmExtractError, HttpCrmSource
-from notes_pipeline.resources.identity import HttpIdentityDirectory, IdentityLookupError
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.core.resources.crm import CrmExtractError, HttpCrmSource
+from notes_pipeline.core.resources.identity import HttpIdentityDirectory, IdentityLookupError
 
 NOTE = {
     "id": 11,

@@ -12,20 +12,19 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.definitions import defs
-from notes_pipeline.jobs.rollback import confirmation_phrase, rollback_cid
-from notes_pipeline.model import CrmNote, Organization
-from notes_pipeline.partitions import cid_partitions
-from notes_pipeline.resources.in_memory import (
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.rollback import confirmation_phrase, rollback_cid
+from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
+from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.resources.in_memory import (
     InMemoryCdpMongo,
     InMemoryStore,
     in_memory_resources,
     in_memory_store,
 )
-from notes_pipeline.resources.mongo import BulkUpsertResult
-from notes_pipeline.status import cid_status
-from notes_pipeline.transform.attachments import CrmAttachment
+from notes_pipeline.core.resources.mongo import BulkUpsertResult
+from notes_pipeline.core.status import cid_status
+from notes_pipeline.definitions import defs
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
 CREATED = datetime(2023, 5, 6, 7, 8, 9, tzinfo=UTC)

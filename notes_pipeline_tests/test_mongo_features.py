@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from notes_pipeline.resources.mongo_indexes import (
+from notes_pipeline.core.resources.mongo_indexes import (
     CONTACT_NOTES_INDEX_KEYS,
     CONTACT_NOTES_INDEX_NAME,
     CONTACTS_INDEX_KEYS,

@@ -10,10 +10,10 @@ import dagster as dg
 from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
 from pipeline_harness import BlockingMongo, block_writes, check_results, run_cid, stack_resources
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.jobs.rollback import confirmation_phrase, rollback_cid
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.status import cid_status
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.rollback import confirmation_phrase, rollback_cid
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.status import cid_status
 
 
 def notes(cid: int, count: int, unmapped: int = 0) -> list[FixtureNote]:

@@ -18,10 +18,10 @@ from pipeline_harness import (
 )
 from pymongo.errors import AutoReconnect
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.resources.crm import PostgresCrmSource
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.core.resources.crm import PostgresCrmSource
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 RELAXED = {"coverage_threshold_pct": 0, "failure_threshold_pct": 100}
 
@@ -309,12 +309,14 @@ def test_prd_events_are_structured_and_carry_no_pii(db, caplog):
         users={7: ("Rahasia Nama", "rahasia@example.test")},
     )
     install_fresh(org, db)
-    caplog.set_level("INFO", logger="notes_pipeline.events")
+    caplog.set_level("INFO", logger="notes_pipeline.contact_notes.events")
     result = run_cid(str(org.cid), stack_resources(**RELAXED))
     import dagster as dg
 
     run_logs = [e.user_message for e in dg.DagsterInstance.get().all_logs(result.run_id)]
-    note_logs = [r.getMessage() for r in caplog.records if r.name == "notes_pipeline.events"]
+    note_logs = [
+        r.getMessage() for r in caplog.records if r.name == "notes_pipeline.contact_notes.events"
+    ]
     events = [json.loads(m) for m in run_logs + note_logs if m.startswith('{"')]
     by_name = {e["event"]: e for e in events}
     assert set(by_name) >= {
@@ -343,7 +345,7 @@ def test_prd_events_are_structured_and_carry_no_pii(db, caplog):
 
 
 def test_event_lines_refuse_unlisted_properties():
-    from notes_pipeline import events
+    from notes_pipeline.contact_notes import events
 
     with pytest.raises(ValueError):
         events.event_line(events.NOTE_FAILED, job_id="j", cid="1", note="<b>text</b>")

@@ -13,7 +13,7 @@ import psycopg2.extras
 import pytest
 from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
 
-from notes_pipeline import reason_codes as rc
+from notes_pipeline.contact_notes import reason_codes as rc
 
 SCHEMES = re.compile(r'href="(?!https?:|mailto:)')
 

@@ -39,7 +39,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 from dagster_graphql.test.utils import execute_dagster_graphql
 from pipeline_harness import cdp_db
 
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.core.partitions import cid_partitions
 
 pytestmark = pytest.mark.stack
 

@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from notes_pipeline.envfile import read_env_file
+from notes_pipeline.core.envfile import read_env_file
 
 pytestmark = pytest.mark.stack
 

@@ -394,8 +394,7 @@ def test_same_seed_same_dataset_other_seed_other_dataset(stage1):
 
 def test_fingerprint_is_stable_across_processes(stage1):
     code = (
-        "from devtools.synthetic import build_dataset;"
-        "print(build_dataset('stage1').fingerprint())"
+        "from devtools.synthetic import build_dataset;print(build_dataset('stage1').fingerprint())"
     )
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}

@@ -4,11 +4,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.model import CrmNote, Organization, OwnerResolution
-from notes_pipeline.transform.attachments import CrmAttachment
-from notes_pipeline.transform.notes import PlanRules, plan_note, resolve_owner, scope_reason
-from notes_pipeline.transform.timestamps import InvalidTimestamp, to_utc
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.records import OwnerResolution
+from notes_pipeline.contact_notes.rules.plan import (
+    PlanRules,
+    plan_note,
+    resolve_owner,
+    scope_reason,
+)
+from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
+from notes_pipeline.core.timestamps import InvalidTimestamp, to_utc
 
 WIB = timezone(timedelta(hours=7))
 ORG = Organization(cid="77", name="Acme", company_sso_id="company-77")

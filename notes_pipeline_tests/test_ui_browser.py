@@ -36,8 +36,8 @@ from crm_fixtures import PNG, FixtureNote, FixtureOrg, install
 from pipeline_harness import cdp_db, run_cid, stack_resources
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.core.partitions import cid_partitions
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -61,7 +61,7 @@ LOCATION = "notes_pipeline.definitions"  # workspace.yaml python_module without 
 REPOSITORY = "__repository__"
 GROUP = "notes_migration"
 ASSETS = ("crm_notes_raw", "normalized_notes", "cdp_notes_loaded", "validation_report")
-#: (asset, check, severity) of every gate declared in notes_pipeline.checks.gates
+#: (asset, check, severity) of every gate declared in notes_pipeline.contact_notes.checks
 CHECKS = (
     ("normalized_notes", "contact_coverage", "ERROR"),
     ("normalized_notes", "normalization_failure_rate", "ERROR"),

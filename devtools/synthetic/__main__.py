@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from devtools.synthetic.dataset import PROFILES, build_dataset
-from notes_pipeline.envfile import read_env_file
+from notes_pipeline.core.envfile import read_env_file
 
 
 def _parser() -> argparse.ArgumentParser:

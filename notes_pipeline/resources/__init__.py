@@ -1,1 +1,1 @@
-"""Dagster resources: the CRM source, CDP MongoDB, attachment storage, identity, settings."""
+"""Re-exports at their original paths; the resources live in ``notes_pipeline.core.resources``."""

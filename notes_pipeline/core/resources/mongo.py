@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, PyMongoError
 
-from notes_pipeline.resources.mongo_indexes import (
+from notes_pipeline.core.resources.mongo_indexes import (
     drop_contact_notes_index,
     ensure_contact_notes_index,
     max_bulk_write_ops,

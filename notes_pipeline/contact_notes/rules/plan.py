@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.model import CrmNote, NotePlan, Organization, OwnerResolution
-from notes_pipeline.transform.attachments import plan_attachments
-from notes_pipeline.transform.html import NoteContentError, content_hash, normalize_note_html
-from notes_pipeline.transform.timestamps import InvalidTimestamp, TimestampWindow, to_utc
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.records import NotePlan, OwnerResolution
+from notes_pipeline.contact_notes.rules.attachments import plan_attachments
+from notes_pipeline.contact_notes.rules.html import (
+    NoteContentError,
+    content_hash,
+    normalize_note_html,
+)
+from notes_pipeline.core.crm_records import CrmNote, Organization
+from notes_pipeline.core.timestamps import InvalidTimestamp, TimestampWindow, to_utc
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,9 @@
-"""Plain data records passed between the pipeline's stages (picklable, no Dagster)."""
+"""What the CRM source yields, whatever the transport (PostgreSQL or HTTP): plain records."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from notes_pipeline.transform.attachments import (
-    CrmAttachment,
-    DroppedAttachment,
-    PlannedAttachment,
-)
 
 
 @dataclass(frozen=True)
@@ -20,6 +13,18 @@ class Organization:
     cid: str
     name: str
     company_sso_id: str
+
+
+@dataclass(frozen=True)
+class CrmAttachment:
+    """One CRM attachment; ``asset_id`` is ``a{assets.id}`` or ``d{crm_note_attachments.id}``."""
+
+    asset_id: str
+    kind: str  # "image" | "audio" | "document"
+    file_url: str
+    file_name: str | None  # NULL in the CRM for some rows
+    content_type: str | None
+    file_size: int | None
 
 
 @dataclass(frozen=True)
@@ -79,68 +84,3 @@ class CrmNote:
             if value is not None
         ]
         return "+".join(parts) or "none"
-
-
-@dataclass(frozen=True)
-class OwnerResolution:
-    """The CDP owner of a note: an SSO uuid, or a label to show instead."""
-
-    owner_id: str | None
-    legacy_owner_label: str | None
-
-    @property
-    def resolved(self) -> bool:
-        return self.owner_id is not None
-
-
-@dataclass(frozen=True)
-class NotePlan:
-    """normalized_notes' verdict on one source note, and the CDP document when ready."""
-
-    legacy_crm_note_id: str
-    outcome: str  # READY / OUT_OF_SCOPE / FAILED
-    reason_code: str | None = None
-    details: str = ""
-    document: dict[str, Any] | None = None
-    attachments: tuple[PlannedAttachment, ...] = ()
-    dropped_attachments: tuple[DroppedAttachment, ...] = ()
-    owner_resolved: bool = True
-    crm_user_id: int | None = None
-    checkin_dropped: bool = False
-    content_hash: str | None = None
-
-
-@dataclass
-class NoteOutcome:
-    """Final outcome of one source note after loading."""
-
-    legacy_crm_note_id: str
-    outcome: str  # MIGRATED / SKIPPED / FAILED / OUT_OF_SCOPE / not_attempted
-    reason_code: str | None = None
-    details: str = ""
-
-
-@dataclass
-class AttachmentFailure:
-    legacy_crm_note_id: str
-    asset_id: str
-    attachment_type: str
-    reason_code: str
-    details: str = ""
-
-
-@dataclass
-class LoadResult:
-    """What cdp_notes_loaded did for one CID."""
-
-    cid: str
-    company_sso_id: str
-    status: str  # "loaded" or HALTED
-    outcomes: list[NoteOutcome] = field(default_factory=list)
-    attachment_failures: list[AttachmentFailure] = field(default_factory=list)
-    attachments_planned: int = 0
-    attachments_copied: int = 0
-    copied_keys: list[str] = field(default_factory=list)
-    batches: int = 0
-    load_failure_rate: float = 0.0
-    duration_seconds: float = 0.0

@@ -45,15 +45,15 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from notes_pipeline.resources.crm import CrmSource, HttpCrmSource, PostgresCrmSource
-from notes_pipeline.resources.identity import (
+from notes_pipeline.core.resources.crm import CrmSource, HttpCrmSource, PostgresCrmSource
+from notes_pipeline.core.resources.identity import (
     HttpIdentityDirectory,
     IdentityDirectory,
     PostgresIdentityDirectory,
 )
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.settings import MigrationSettings
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 ENV = "NOTES_PIPELINE_ENV"
 ENVIRONMENTS = ("local", "production")

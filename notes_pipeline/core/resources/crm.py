@@ -14,9 +14,8 @@ import psycopg2.extras
 import tenacity
 from pydantic import Field, PrivateAttr
 
-from notes_pipeline.model import CrmNote, Organization
-from notes_pipeline.reason_codes import CRM_EXTRACT_FAILED
-from notes_pipeline.transform.attachments import CrmAttachment
+from notes_pipeline.contact_notes.reason_codes import CRM_EXTRACT_FAILED
+from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
 
 
 class CrmExtractError(Exception):

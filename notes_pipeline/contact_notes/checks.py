@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.load import failure_rate
-from notes_pipeline.model import LoadResult
-from notes_pipeline.partitions import cid_partitions
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.validation import ValidationReport, pct
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.load import failure_rate
+from notes_pipeline.contact_notes.records import LoadResult, ValidationReport
+from notes_pipeline.contact_notes.validation import pct
+from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.resources.settings import MigrationSettings
 
 WORST = 20  # offending ids shown in check metadata
 ERROR = dg.AssetCheckSeverity.ERROR

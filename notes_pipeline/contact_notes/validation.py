@@ -6,42 +6,17 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import tenacity
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.load import NOT_ATTEMPTED
-from notes_pipeline.model import LoadResult, NotePlan
-from notes_pipeline.transform.html import content_hash
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.load import NOT_ATTEMPTED
+from notes_pipeline.contact_notes.records import LoadResult, NotePlan, ValidationReport
+from notes_pipeline.contact_notes.rules.html import content_hash
 
 T = TypeVar("T")
 FIDELITY_FIELDS = ("contact_id", "owner_id", "legacy_owner_label", "created_at", "updated_at")
-
-
-@dataclass
-class ValidationReport:
-    cid: str
-    company_sso_id: str
-    status: str
-    source_count: int | None
-    target_count: int | None
-    match_pct: float | None
-    failure_rate_pct: float
-    outcomes: dict[str, int]
-    failed_by_reason: dict[str, int]
-    attachments_planned: int
-    attachments_copied: int
-    attachment_success_pct: float
-    owner_resolution_pct: float
-    checkins_dropped: int
-    duplicate_legacy_ids: list[str] = field(default_factory=list)
-    fidelity_mismatches: list[dict[str, str]] = field(default_factory=list)
-    validation_skipped: bool = False
-    error_log_key: str | None = None
-    error_rows: int = 0
-    duration_seconds: float = 0.0
 
 
 def pct(part: int, whole: int) -> float:

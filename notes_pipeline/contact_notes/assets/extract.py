@@ -1,21 +1,14 @@
 """crm_notes_raw: one CID's CRM notes with attachment refs, check-in flag and creator info."""
 
 from collections import Counter
-from dataclasses import dataclass
 
 import dagster as dg
 
-from notes_pipeline import events
-from notes_pipeline.model import CrmNote, Organization
-from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
-from notes_pipeline.resources.crm import CrmSource
-from notes_pipeline.resources.settings import MigrationSettings
-
-
-@dataclass(frozen=True)
-class CrmExtract:
-    org: Organization
-    notes: tuple[CrmNote, ...]
+from notes_pipeline.contact_notes import events
+from notes_pipeline.contact_notes.records import CrmExtract
+from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
+from notes_pipeline.core.resources.crm import CrmSource
+from notes_pipeline.core.resources.settings import MigrationSettings
 
 
 def trigger_label(tags: dict[str, str]) -> str:

@@ -5,9 +5,9 @@ import re
 import dagster as dg
 from pydantic import Field
 
-from notes_pipeline.resources.crm import CrmSource
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.core.resources.crm import CrmSource
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 ROLLED_BACK = "rolled_back"
 MIGRATED_OBJECT = re.compile(r"^[ad]\d+-")

@@ -2,43 +2,24 @@
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import dagster as dg
 
-from notes_pipeline import events
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.assets.extract import CrmExtract
-from notes_pipeline.checks.gates import NORMALIZED_CHECKS, normalized_checks
-from notes_pipeline.load import batches
-from notes_pipeline.model import NotePlan, Organization
-from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
-from notes_pipeline.resources.identity import IdentityDirectory, IdentityLookupError
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.transform.notes import PlanRules, in_scope_for_lookup, plan_note_isolated
-from notes_pipeline.validation import pct
-
-
-@dataclass(frozen=True)
-class NormalizedNotes:
-    org: Organization
-    plans: tuple[NotePlan, ...]
-
-    def count(self, outcome: str) -> int:
-        return sum(1 for p in self.plans if p.outcome == outcome)
-
-    @property
-    def in_scope(self) -> int:
-        return len(self.plans) - self.count(rc.OUT_OF_SCOPE)
-
-    @property
-    def contact_misses(self) -> list[str]:
-        return [p.legacy_crm_note_id for p in self.plans if p.reason_code == rc.CONTACT_NOT_MAPPED]
-
-    @property
-    def failures(self) -> list[NotePlan]:
-        return [p for p in self.plans if p.outcome == rc.FAILED]
+from notes_pipeline.contact_notes import events
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.checks import NORMALIZED_CHECKS, normalized_checks
+from notes_pipeline.contact_notes.load import batches
+from notes_pipeline.contact_notes.records import CrmExtract, NormalizedNotes, NotePlan
+from notes_pipeline.contact_notes.rules.plan import (
+    PlanRules,
+    in_scope_for_lookup,
+    plan_note_isolated,
+)
+from notes_pipeline.contact_notes.validation import pct
+from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
+from notes_pipeline.core.resources.identity import IdentityDirectory, IdentityLookupError
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.settings import MigrationSettings
 
 
 @dg.asset(

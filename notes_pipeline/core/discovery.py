@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from notes_pipeline.partitions import cid_partitions
-from notes_pipeline.resources.crm import CrmSource
+from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.resources.crm import CrmSource
 
 
 def new_cids(crm: CrmSource, instance: dg.DagsterInstance) -> list[str]:

@@ -9,7 +9,7 @@ import dagster as dg
 from botocore.config import Config
 from pydantic import Field, PrivateAttr
 
-from notes_pipeline.resources.attachment_download import GuardedDownloader
+from notes_pipeline.core.resources.attachment_download import GuardedDownloader
 
 
 class AttachmentStorage(dg.ConfigurableResource):

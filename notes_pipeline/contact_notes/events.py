@@ -16,7 +16,7 @@ COMPLETED = "crm_notes_migration_completed"
 CHECKIN_DROPPED = "crm_notes_migration_checkin_dropped"  # SPEC rule 7 (D-10), not in PRD §12
 
 # Per-note events go to this Python logger (compute logs), not to the Dagster event log.
-note_log = logging.getLogger("notes_pipeline.events")
+note_log = logging.getLogger("notes_pipeline.contact_notes.events")
 
 EVENT_PROPERTIES: dict[str, tuple[str, ...]] = {
     STARTED: ("job_id", "cid", "triggered_by"),

@@ -6,19 +6,12 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from notes_pipeline import events
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.assets.normalize import NormalizedNotes
-from notes_pipeline.checks.gates import REPORT_CHECKS, report_checks
-from notes_pipeline.load import failure_rate
-from notes_pipeline.model import LoadResult
-from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
-from notes_pipeline.resources.crm import CrmSource
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.resources.storage import AttachmentStorage
-from notes_pipeline.validation import (
-    ValidationReport,
+from notes_pipeline.contact_notes import events
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.checks import REPORT_CHECKS, report_checks
+from notes_pipeline.contact_notes.load import failure_rate
+from notes_pipeline.contact_notes.records import LoadResult, NormalizedNotes, ValidationReport
+from notes_pipeline.contact_notes.validation import (
     decide_status,
     error_log_csv,
     fidelity_mismatches,
@@ -27,6 +20,11 @@ from notes_pipeline.validation import (
     summary_markdown,
     with_retries,
 )
+from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
+from notes_pipeline.core.resources.crm import CrmSource
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.settings import MigrationSettings
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 
 @dg.asset(

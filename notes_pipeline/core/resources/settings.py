@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import Field, field_validator
 
-from notes_pipeline.transform.timestamps import TimestampWindow, to_utc
+from notes_pipeline.core.timestamps import TimestampWindow, to_utc
 
 MAX_BATCH_SIZE = 1000
 _ANY_INSTANT = TimestampWindow(datetime.min, datetime.max)

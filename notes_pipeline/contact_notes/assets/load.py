@@ -5,15 +5,14 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.assets.normalize import NormalizedNotes
-from notes_pipeline.checks.gates import LOADED_CHECKS, loaded_checks
-from notes_pipeline.load import NOT_ATTEMPTED, LoadContext, load_ready_notes
-from notes_pipeline.model import LoadResult
-from notes_pipeline.partitions import ONE_CID_PER_RUN, cid_partitions
-from notes_pipeline.resources.mongo import CdpMongo
-from notes_pipeline.resources.settings import MigrationSettings
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.checks import LOADED_CHECKS, loaded_checks
+from notes_pipeline.contact_notes.load import NOT_ATTEMPTED, LoadContext, load_ready_notes
+from notes_pipeline.contact_notes.records import LoadResult, NormalizedNotes
+from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.settings import MigrationSettings
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 
 @dg.asset(

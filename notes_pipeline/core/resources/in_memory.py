@@ -13,13 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from notes_pipeline.model import CrmNote, Organization
-from notes_pipeline.reason_codes import ATTACHMENT_DOWNLOAD_FAILED
-from notes_pipeline.resources.attachment_download import AttachmentError
-from notes_pipeline.resources.crm import CrmSource
-from notes_pipeline.resources.identity import IdentityDirectory
-from notes_pipeline.resources.mongo import BulkUpsertResult, CdpMongo
-from notes_pipeline.resources.storage import AttachmentStorage
+from notes_pipeline.contact_notes.reason_codes import ATTACHMENT_DOWNLOAD_FAILED
+from notes_pipeline.core.crm_records import CrmNote, Organization
+from notes_pipeline.core.resources.attachment_download import AttachmentError
+from notes_pipeline.core.resources.crm import CrmSource
+from notes_pipeline.core.resources.identity import IdentityDirectory
+from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 
 @dataclass
@@ -187,7 +187,7 @@ class InMemoryIdentityDirectory(IdentityDirectory):
 
 def in_memory_resources(store: str = "default", **settings: Any) -> dict[str, Any]:
     """Every resource of the code location, in memory (``settings``: MigrationSettings)."""
-    from notes_pipeline.resources.settings import MigrationSettings
+    from notes_pipeline.core.resources.settings import MigrationSettings
 
     return {
         "crm": InMemoryCrmSource(store=store),

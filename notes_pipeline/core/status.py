@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 
 import dagster as dg
 
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.jobs.rollback import ROLLED_BACK
-from notes_pipeline.partitions import cid_partitions
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.rollback import ROLLED_BACK
+from notes_pipeline.core.partitions import cid_partitions
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

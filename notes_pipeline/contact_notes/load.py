@@ -8,24 +8,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from notes_pipeline import events
-from notes_pipeline import reason_codes as rc
-from notes_pipeline.model import (
+from notes_pipeline.contact_notes import events
+from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.records import (
     AttachmentFailure,
     LoadResult,
     NoteOutcome,
     NotePlan,
-    Organization,
-)
-from notes_pipeline.resources.attachment_download import AttachmentError, GuardedDownloader
-from notes_pipeline.resources.mongo import BulkUpsertResult, CdpMongo
-from notes_pipeline.resources.storage import AttachmentStorage
-from notes_pipeline.transform.attachments import (
-    SNIFF_HEAD_BYTES,
     PlannedAttachment,
+)
+from notes_pipeline.contact_notes.rules.attachments import (
+    SNIFF_HEAD_BYTES,
     cdp_type_for,
     magic_matches,
 )
+from notes_pipeline.core.crm_records import Organization
+from notes_pipeline.core.resources.attachment_download import AttachmentError, GuardedDownloader
+from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
+from notes_pipeline.core.resources.storage import AttachmentStorage
 
 NOT_ATTEMPTED = "not_attempted"
 

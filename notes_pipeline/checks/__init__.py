@@ -1,1 +1,0 @@
-"""Asset checks: the migration gates of SPEC.md."""

@@ -1,0 +1,1 @@
+"""The contact-notes family (``../shared/SPEC.md``): CRM notes → CDP ``contact_notes``."""

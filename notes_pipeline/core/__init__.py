@@ -1,0 +1,1 @@
+"""The shared core: what every migration family uses. Imports no family."""

@@ -1,0 +1,1 @@
+"""Dagster resources: the CRM source, CDP MongoDB, attachment storage, identity, settings."""
