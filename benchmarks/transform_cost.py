@@ -40,11 +40,11 @@ from notes_pipeline.contact_notes.rules.plan import (  # noqa: E402
     resolve_owner,
     scope_reason,
 )
+from notes_pipeline.contact_notes.settings import MigrationSettings  # noqa: E402
 from notes_pipeline.core.crm_records import CrmNote, Organization  # noqa: E402
 from notes_pipeline.core.resources.crm import PostgresCrmSource  # noqa: E402
 from notes_pipeline.core.resources.identity import PostgresIdentityDirectory  # noqa: E402
 from notes_pipeline.core.resources.mongo import CdpMongo  # noqa: E402
-from notes_pipeline.core.resources.settings import MigrationSettings  # noqa: E402
 
 Item = tuple[CrmNote, Organization, str | None, OwnerResolution]
 

@@ -1,4 +1,4 @@
-"""`notes-migration`: Ops commands outside the UI (status, CID registration)."""
+"""`notes-migration`: Ops commands outside the UI (status, CID registration, index down-step)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import dagster as dg
 from notes_pipeline.core.discovery import new_cids
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.resources.crm import PostgresCrmSource
+from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.resources.mongo_indexes import CONTACT_NOTES_INDEX_NAME
 from notes_pipeline.core.status import CidStatus, all_statuses, cid_status
+from notes_pipeline.definitions import FAMILIES
 
 COLUMNS = (
     "cid",
@@ -38,15 +41,21 @@ def _table(rows: list[CidStatus]) -> str:
     return "\n".join(lines)
 
 
+def _status_assets(family: str):
+    return next(f.STATUS_ASSETS for f in FAMILIES if f.STATUS_ASSETS.family == family)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """Print the PRD §8 monitor state of one CID or of every registered CID."""
     instance = dg.DagsterInstance.get()
+    assets = _status_assets(args.family)
     if args.all:
-        rows = all_statuses(instance)
+        rows = all_statuses(instance, assets)
     else:
         if args.cid not in instance.get_dynamic_partitions(cid_partitions.name):
             print(f"CID {args.cid} is not a registered partition", file=sys.stderr)
             return 2
-        rows = [cid_status(instance, args.cid)]
+        rows = [cid_status(instance, args.cid, assets)]
     if args.json:
         print(json.dumps([r.as_dict() for r in rows] if args.all else rows[0].as_dict()))
     else:
@@ -54,7 +63,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drop_index(args: argparse.Namespace) -> int:
+    """The documented down-step (SPEC "Target"): drop the idempotency index; data untouched."""
+    mongo = CdpMongo(
+        uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=os.environ["NOTES_PIPELINE_MONGO_DB"]
+    )
+    mongo.drop_indexes()
+    print(json.dumps({"dropped": CONTACT_NOTES_INDEX_NAME}))
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
+    """Add a partition for each CRM account with Person notes (as the discovery sensor does)."""
     instance = dg.DagsterInstance.get()
     crm = PostgresCrmSource(dsn=os.environ["NOTES_PIPELINE_CRM_DSN"])
     added = new_cids(crm, instance)
@@ -73,9 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--cid")
     target.add_argument("--all", action="store_true")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--family",
+        default="contact_notes",
+        choices=[f.STATUS_ASSETS.family for f in FAMILIES],
+        help="the migration family (default contact_notes)",
+    )
     status.set_defaults(func=cmd_status)
     register = sub.add_parser("register-cids", help="add a partition per CID with Person notes")
     register.set_defaults(func=cmd_register)
+    drop = sub.add_parser(
+        "drop-index", help="down-step: drop contact_notes' idempotency index (data untouched)"
+    )
+    drop.set_defaults(func=cmd_drop_index)
     args = parser.parse_args(argv)
     return args.func(args)
 

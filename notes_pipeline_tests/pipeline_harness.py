@@ -8,13 +8,13 @@ import dagster as dg
 from crm_fixtures import FixtureOrg
 from pymongo import IndexModel, MongoClient
 
+from notes_pipeline.contact_notes.definitions import migration_assets
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.resources.crm import PostgresCrmSource
 from notes_pipeline.core.resources.identity import HttpIdentityDirectory
 from notes_pipeline.core.resources.mongo import CdpMongo
-from notes_pipeline.core.resources.settings import MigrationSettings
 from notes_pipeline.core.resources.storage import AttachmentStorage
-from notes_pipeline.definitions import migration_assets
 
 
 def cdp_db():

@@ -18,11 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from notes_pipeline.contact_notes.reason_codes import (
-    ATTACHMENT_DOWNLOAD_FAILED,
-    ATTACHMENT_SSRF_BLOCKED,
-    ATTACHMENT_TOO_LARGE,
-)
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.resources.attachment_download import (
     NON_PUBLIC_NETWORKS,
     AttachmentError,
@@ -32,8 +28,8 @@ from notes_pipeline.core.resources.attachment_download import (
     decoded_stream,
     is_public_address,
 )
-from notes_pipeline.core.resources.settings import MigrationSettings
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.vocabulary import AttachmentCode
 
 CAP = 256 * 1024
 HUGE = 32 * 1024 * 1024  # far beyond CAP plus any socket buffering
@@ -327,7 +323,10 @@ def test_check_url_allows_listed_public_host(url):
     ],
 )
 def test_check_url_blocks_scheme_host_port_and_userinfo(url):
-    assert _code(check_url, url, frozenset({"files.crm.test"}), PUBLIC) == ATTACHMENT_SSRF_BLOCKED
+    assert (
+        _code(check_url, url, frozenset({"files.crm.test"}), PUBLIC)
+        == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
+    )
 
 
 @pytest.mark.parametrize(
@@ -356,13 +355,13 @@ def test_allowed_host_resolving_to_internal_address_is_blocked(address):
     code = _code(
         check_url, "https://files.crm.test/a", frozenset({"files.crm.test"}), fake_resolver(address)
     )
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
 
 
 def test_any_internal_answer_among_public_ones_is_blocked():
     resolver = fake_resolver("93.184.216.34", "10.0.0.7")
     code = _code(check_url, "https://files.crm.test/a", frozenset({"files.crm.test"}), resolver)
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
 
 
 def test_exact_host_port_entry_permits_internal_address():
@@ -378,18 +377,18 @@ def test_bare_host_entry_does_not_permit_internal_address():
     code = _code(
         check_url, "http://127.0.0.1/a", frozenset({"127.0.0.1"}), fake_resolver("127.0.0.1")
     )
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
 
 
 def test_metadata_address_blocked_even_when_exactly_allow_listed():
     allowed = frozenset({"169.254.169.254:80", "meta.test:80"})
     assert (
         _code(check_url, "http://169.254.169.254/latest", allowed, fake_resolver("169.254.169.254"))
-        == ATTACHMENT_SSRF_BLOCKED
+        == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     )
     assert (
         _code(check_url, "http://meta.test/latest", allowed, fake_resolver("fd00:ec2::254"))
-        == ATTACHMENT_SSRF_BLOCKED
+        == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     )
 
 
@@ -398,7 +397,7 @@ def test_dns_failure_is_download_failed():
         raise socket.gaierror(socket.EAI_NONAME, "no such host")
 
     code = _code(check_url, "https://files.crm.test/a", frozenset({"files.crm.test"}), failing)
-    assert code == ATTACHMENT_DOWNLOAD_FAILED
+    assert code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
 
 
 # --- GuardedDownloader ------------------------------------------------------------------------
@@ -414,7 +413,10 @@ def test_allow_listed_exact_host_port_downloads(server, hostport, downloader):
 def test_same_server_not_allow_listed_is_blocked_without_a_request(server, hostport):
     for allowed in ({"127.0.0.1"}, {"localhost:" + hostport.split(":")[1]}, set()):
         with GuardedDownloader(frozenset(allowed), max_bytes=CAP) as dl:
-            assert _code(dl.download, f"http://{hostport}/file") == ATTACHMENT_SSRF_BLOCKED
+            assert (
+                _code(dl.download, f"http://{hostport}/file")
+                == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
+            )
     assert server.hits == []
 
 
@@ -425,8 +427,11 @@ def test_allow_listed_name_resolving_internally_is_blocked(server, hostport, add
         frozenset({"files.crm.test"}), max_bytes=CAP, resolver=fake_resolver(address)
     ) as dl:
         code = _code(dl.download, f"http://files.crm.test:{port}/file")
-        assert code == ATTACHMENT_SSRF_BLOCKED
-        assert _code(dl.download, "http://files.crm.test/file") == ATTACHMENT_SSRF_BLOCKED
+        assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
+        assert (
+            _code(dl.download, "http://files.crm.test/file")
+            == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
+        )
     assert server.hits == []
 
 
@@ -454,12 +459,18 @@ def test_same_host_redirect_is_followed(server, downloader, hostport, path):
 
 @pytest.mark.parametrize("path", ["/redir-other", "/redir-metadata", "/redir-other-port"])
 def test_redirect_to_another_host_is_blocked(server, downloader, hostport, path):
-    assert _code(downloader.download, f"http://{hostport}{path}") == ATTACHMENT_SSRF_BLOCKED
+    assert (
+        _code(downloader.download, f"http://{hostport}{path}")
+        == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
+    )
     assert server.hits == [path]
 
 
 def test_redirect_loop_stops_after_three_hops(server, downloader, hostport):
-    assert _code(downloader.download, f"http://{hostport}/loop") == ATTACHMENT_DOWNLOAD_FAILED
+    assert (
+        _code(downloader.download, f"http://{hostport}/loop")
+        == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
+    )
     assert server.hits == ["/loop"] * 4
 
 
@@ -467,7 +478,7 @@ def test_redirect_loop_stops_after_three_hops(server, downloader, hostport):
 def test_non_2xx_is_download_failed_without_query_string(downloader, hostport, path, status):
     with pytest.raises(AttachmentError) as info:
         downloader.download(f"http://{hostport}{path}?X-Amz-Signature=SECRET")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert f"status={status}" in info.value.details
     assert "SECRET" not in str(info.value) and "SECRET" not in info.value.details
 
@@ -478,13 +489,19 @@ def test_body_exactly_at_cap_is_accepted(downloader, hostport):
 
 
 def test_declared_length_over_cap_aborts_before_reading(downloader, hostport, transport):
-    assert _code(downloader.download, f"http://{hostport}/big-declared") == ATTACHMENT_TOO_LARGE
+    assert (
+        _code(downloader.download, f"http://{hostport}/big-declared")
+        == AttachmentCode.ATTACHMENT_TOO_LARGE
+    )
     assert transport.body_bytes == 0
 
 
 @pytest.mark.parametrize("path", ["/big-chunked", "/big-unsized"])
 def test_undeclared_body_over_cap_stops_reading(server, downloader, hostport, transport, path):
-    assert _code(downloader.download, f"http://{hostport}{path}") == ATTACHMENT_TOO_LARGE
+    assert (
+        _code(downloader.download, f"http://{hostport}{path}")
+        == AttachmentCode.ATTACHMENT_TOO_LARGE
+    )
     assert CAP < transport.body_bytes <= CAP + HTTPCORE_READ
     assert server.done.wait(30), "server handler never finished"
     assert server.client_hung_up, "client read the whole body instead of hanging up"
@@ -495,7 +512,7 @@ def test_server_that_never_answers_times_out(server, hostport):
     with GuardedDownloader(frozenset({hostport}), max_bytes=CAP, timeout_s=0.2) as dl:
         with pytest.raises(AttachmentError) as info:
             dl.download(f"http://{hostport}/hang")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details == "exception=ReadTimeout"
 
 
@@ -503,7 +520,7 @@ def test_body_that_stalls_times_out(server, hostport):
     with GuardedDownloader(frozenset({hostport}), max_bytes=CAP, timeout_s=0.2) as dl:
         with pytest.raises(AttachmentError) as info:
             dl.download(f"http://{hostport}/hang-body")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details == "exception=ReadTimeout"
 
 
@@ -514,7 +531,7 @@ def test_connection_refused_is_download_failed():
         with GuardedDownloader(frozenset({f"127.0.0.1:{port}"}), max_bytes=CAP) as dl:
             with pytest.raises(AttachmentError) as info:
                 dl.download(f"http://127.0.0.1:{port}/file")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details == "exception=ConnectError"
 
 
@@ -582,7 +599,7 @@ METADATA_SPELLINGS = [
 def test_metadata_in_any_spelling_is_blocked_even_behind_exact_entry(address):
     with pytest.raises(AttachmentError) as info:
         check_url("http://meta.test/latest", EXACT, fake_resolver(address))
-    assert info.value.reason_code == ATTACHMENT_SSRF_BLOCKED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     assert "reason=metadata_address" in info.value.details
 
 
@@ -599,7 +616,7 @@ def test_metadata_in_any_spelling_is_blocked_even_behind_exact_entry(address):
 def test_metadata_literal_with_matching_exact_entry_is_blocked(literal, entry):
     resolver = fake_resolver("93.184.216.34")  # must not be consulted for literals
     code = _code(check_url, f"http://{literal}/latest", frozenset({entry}), resolver)
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     assert resolver.calls == []
 
 
@@ -612,7 +629,7 @@ def test_metadata_numeric_spellings_resolved_by_getaddrinfo_are_blocked(spelling
     code = _code(
         check_url, f"http://{spelling}/latest", frozenset({f"{spelling}:80"}), socket.getaddrinfo
     )
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
 
 
 @pytest.mark.parametrize(
@@ -620,7 +637,7 @@ def test_metadata_numeric_spellings_resolved_by_getaddrinfo_are_blocked(spelling
 )
 def test_loopback_and_zero_numeric_spellings_are_blocked(spelling):
     code = _code(check_url, f"http://{spelling}/a", frozenset({spelling}), socket.getaddrinfo)
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
 
 
 NON_PUBLIC_SAMPLES = [
@@ -665,7 +682,7 @@ NON_PUBLIC_SAMPLES = [
 def test_non_public_address_is_blocked_for_bare_entry(address):
     resolver = fake_resolver(address)
     code = _code(check_url, "https://files.crm.test/a", frozenset({"files.crm.test"}), resolver)
-    assert code == ATTACHMENT_SSRF_BLOCKED
+    assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
 
 
 @pytest.mark.parametrize("address", ["10.0.0.9", "fd12::1", "2002:a00:1::1", "64:ff9b::a00:1"])
@@ -696,7 +713,7 @@ def test_every_table_row_blocks_its_first_and_last_address(network, source):
     for ip in (network.network_address, network.broadcast_address):
         resolver = fake_resolver(str(ip))
         code = _code(check_url, "https://files.crm.test/a", frozenset({"files.crm.test"}), resolver)
-        assert code == ATTACHMENT_SSRF_BLOCKED, (network, ip)
+        assert code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED, (network, ip)
 
 
 # Rows of the IANA Special-Purpose Address Registries whose "Globally Reachable" is False.
@@ -785,13 +802,19 @@ def test_hostile_url_is_attachment_error_from_check_url_and_download(server, hos
     with GuardedDownloader(allowed, max_bytes=CAP, resolver=fake_resolver("127.0.0.1")) as dl:
         with pytest.raises(AttachmentError) as info:
             dl.download(url)
-    assert info.value.reason_code in (ATTACHMENT_SSRF_BLOCKED, ATTACHMENT_DOWNLOAD_FAILED)
+    assert info.value.reason_code in (
+        AttachmentCode.ATTACHMENT_SSRF_BLOCKED,
+        AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED,
+    )
     assert "/x" not in info.value.details
     assert server.hits == []
 
 
 def test_leading_space_url_is_blocked_not_fetched(server, hostport, downloader):
-    assert _code(downloader.download, f" http://{hostport}/file") == ATTACHMENT_SSRF_BLOCKED
+    assert (
+        _code(downloader.download, f" http://{hostport}/file")
+        == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
+    )
     assert server.hits == []
 
 
@@ -799,7 +822,10 @@ def test_leading_space_url_is_blocked_not_fetched(server, hostport, downloader):
 def test_hostile_redirect_location_is_attachment_error(server, downloader, hostport, path):
     with pytest.raises(AttachmentError) as info:
         downloader.download(f"http://{hostport}{path}")
-    assert info.value.reason_code in (ATTACHMENT_SSRF_BLOCKED, ATTACHMENT_DOWNLOAD_FAILED)
+    assert info.value.reason_code in (
+        AttachmentCode.ATTACHMENT_SSRF_BLOCKED,
+        AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED,
+    )
     assert server.hits[0] == path and "/file" not in server.hits
 
 
@@ -812,13 +838,13 @@ def test_resolver_misbehaving_is_attachment_error():
 
     allowed = frozenset({"files.crm.test"})
     assert _code(check_url, "https://files.crm.test/a", allowed, raising) == (
-        ATTACHMENT_DOWNLOAD_FAILED
+        AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     )
     assert _code(check_url, "https://files.crm.test/a", allowed, garbage) == (
-        ATTACHMENT_SSRF_BLOCKED
+        AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     )
     assert _code(check_url, "https://files.crm.test/a", allowed, lambda *a: []) == (
-        ATTACHMENT_DOWNLOAD_FAILED
+        AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     )
 
 
@@ -888,7 +914,7 @@ def test_decoded_body_exactly_at_cap_is_accepted_and_one_more_is_not(server, hos
     assert len(downloader.download(f"http://{hostport}/at-cap")[0]) == CAP
     with pytest.raises(AttachmentError) as info:
         downloader.download(f"http://{hostport}/over-cap")
-    assert info.value.reason_code == ATTACHMENT_TOO_LARGE
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_TOO_LARGE
     assert info.value.details == f"reason=decoded_over_cap max_bytes={CAP}"
 
 
@@ -910,7 +936,7 @@ def test_decompression_bomb_stops_at_cap(server, hostport, downloader, transport
     _serve(server, "/bomb", body, header)
     with pytest.raises(AttachmentError) as info:
         downloader.download(f"http://{hostport}/bomb")
-    assert info.value.reason_code == ATTACHMENT_TOO_LARGE
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_TOO_LARGE
     assert "decoded_over_cap" in info.value.details
 
 
@@ -928,7 +954,7 @@ def test_gzip_gzip_bomb_peak_memory_stays_near_cap(server, hostport):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-    assert info.value.reason_code == ATTACHMENT_TOO_LARGE
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_TOO_LARGE
     print(f"gzip,gzip bomb ({len(body)} B on the wire): tracemalloc peak {peak / MIB:.2f} MiB")
     assert peak < cap + 3 * MIB
 
@@ -942,7 +968,7 @@ def test_unknown_encoding_is_download_failed(server, hostport, downloader, heade
     _serve(server, "/enc", _encode(PLAIN, "gzip"), header)
     with pytest.raises(AttachmentError) as info:
         downloader.download(f"http://{hostport}/enc")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details.startswith("reason=unsupported_encoding encoding=")
     assert len(info.value.details) < 80
 
@@ -971,7 +997,7 @@ def test_corrupt_or_truncated_encoding_is_download_failed(server, hostport, down
     _serve(server, "/bad", body, header)
     with pytest.raises(AttachmentError) as info:
         downloader.download(f"http://{hostport}/bad")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details.startswith(f"reason={word} ")
 
 
@@ -1010,7 +1036,7 @@ def test_trickling_body_is_cut_at_the_deadline(server, hostport, own_transport):
     with pytest.raises(AttachmentError) as info:
         dl.download(f"http://{hostport}/trickle-body")
     client.close()
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details == "reason=deadline"
     allowed = _trickle_bytes_allowed(10.0)
     assert allowed <= server.sent <= allowed + 2 < TRICKLE_LENGTH
@@ -1023,7 +1049,7 @@ def test_trickling_headers_are_cut_at_the_deadline(server, hostport):
     )  # fmt: skip
     with dl, pytest.raises(AttachmentError) as info:
         dl.download(f"http://{hostport}/trickle-headers")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details == "reason=deadline"
     allowed = _trickle_bytes_allowed(10.0)
     assert allowed <= server.sent <= allowed + 2 < TRICKLE_LENGTH
@@ -1037,7 +1063,7 @@ def test_single_blocked_read_does_not_outlive_the_deadline(server, hostport, pat
     ) as dl:
         with pytest.raises(AttachmentError) as info:
             dl.download(f"http://{hostport}{path}")
-    assert info.value.reason_code == ATTACHMENT_DOWNLOAD_FAILED
+    assert info.value.reason_code == AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
     assert info.value.details == "reason=deadline"
     assert server.hits == [path]
 
@@ -1056,7 +1082,7 @@ def test_slow_dns_counts_against_the_deadline(server, hostport):
         clock=lambda: now[0],
     ) as dl:  # fmt: skip
         assert _code(dl.download, f"http://files.crm.test:{port}/file") == (
-            ATTACHMENT_DOWNLOAD_FAILED
+            AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED
         )
     assert server.hits == []
 

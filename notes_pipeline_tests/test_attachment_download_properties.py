@@ -13,11 +13,6 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notes_pipeline.contact_notes.reason_codes import (
-    ATTACHMENT_DOWNLOAD_FAILED,
-    ATTACHMENT_SSRF_BLOCKED,
-    ATTACHMENT_TOO_LARGE,
-)
 from notes_pipeline.core.resources.attachment_download import (
     DECODE_CHUNK,
     METADATA_ADDRESSES,
@@ -29,14 +24,19 @@ from notes_pipeline.core.resources.attachment_download import (
     is_metadata_address,
     is_public_address,
 )
+from notes_pipeline.core.vocabulary import AttachmentCode
 
 PROPS = settings(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-GUARD_CODES = (ATTACHMENT_SSRF_BLOCKED, ATTACHMENT_DOWNLOAD_FAILED)
-ALL_CODES = (ATTACHMENT_SSRF_BLOCKED, ATTACHMENT_DOWNLOAD_FAILED, ATTACHMENT_TOO_LARGE)
+GUARD_CODES = (AttachmentCode.ATTACHMENT_SSRF_BLOCKED, AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED)
+ALL_CODES = (
+    AttachmentCode.ATTACHMENT_SSRF_BLOCKED,
+    AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED,
+    AttachmentCode.ATTACHMENT_TOO_LARGE,
+)
 BARE = frozenset({"files.crm.test"})
 EXACT = frozenset({"files.crm.test:443", "files.crm.test:80"})
 CAP = 64 * 1024
@@ -197,7 +197,7 @@ def test_non_public_address_never_accepted_for_bare_entry(ip, others, port):
     try:
         check_url(f"https://files.crm.test{port}/a", BARE, resolver)
     except AttachmentError as exc:
-        assert exc.reason_code == ATTACHMENT_SSRF_BLOCKED
+        assert exc.reason_code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     else:
         raise AssertionError(f"{ip} accepted")
     literal = f"[{ip}]" if ip.version == 6 else str(ip)
@@ -205,7 +205,7 @@ def test_non_public_address_never_accepted_for_bare_entry(ip, others, port):
     try:
         check_url(f"https://{literal}/a", bare_literal, resolver_of([]))
     except AttachmentError as exc:
-        assert exc.reason_code == ATTACHMENT_SSRF_BLOCKED
+        assert exc.reason_code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     else:
         raise AssertionError(f"literal {ip} accepted")
 
@@ -217,7 +217,7 @@ def test_metadata_in_any_embedding_never_accepted_even_behind_exact_entry(ip, ot
     try:
         check_url("https://files.crm.test/a", EXACT, resolver_of([*others, ip]))
     except AttachmentError as exc:
-        assert exc.reason_code == ATTACHMENT_SSRF_BLOCKED
+        assert exc.reason_code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
     else:
         raise AssertionError(f"{ip} accepted")
     literal = f"[{ip}]" if ip.version == 6 else str(ip)
@@ -226,7 +226,7 @@ def test_metadata_in_any_embedding_never_accepted_even_behind_exact_entry(ip, ot
         try:
             check_url(f"http://{literal}:{port}/latest", entry, resolver_of([]))
         except AttachmentError as exc:
-            assert exc.reason_code == ATTACHMENT_SSRF_BLOCKED
+            assert exc.reason_code == AttachmentCode.ATTACHMENT_SSRF_BLOCKED
         else:
             raise AssertionError(f"literal {ip} accepted")
 

@@ -7,9 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from notes_pipeline.contact_notes import reason_codes as rc
 from notes_pipeline.contact_notes.load import copy_attachment
-from notes_pipeline.contact_notes.reason_codes import ATTACHMENT_EXTRA_VOICE_NOTE
 from notes_pipeline.contact_notes.records import PlannedAttachment
 from notes_pipeline.contact_notes.rules.attachments import (
     ACCEPTED_KINDS,
@@ -27,6 +25,7 @@ from notes_pipeline.contact_notes.rules.attachments import (
 )
 from notes_pipeline.core.crm_records import CrmAttachment
 from notes_pipeline.core.resources.attachment_download import AttachmentError
+from notes_pipeline.core.vocabulary import AttachmentCode
 
 COMPANY = "3f1c2b9e-0000-4000-8000-000000000001"
 PROXY = "https://cdp.example.com/attachments/"
@@ -106,7 +105,7 @@ def test_voice_note_rule_keeps_first_audio_only():
     assert [(p.asset_id, p.cdp_type) for p in planned] == [("a1", "voice_note")]
     assert len(dropped) == 1
     assert dropped[0].asset_id == "a2"
-    assert dropped[0].reason_code == ATTACHMENT_EXTRA_VOICE_NOTE
+    assert dropped[0].reason_code == AttachmentCode.ATTACHMENT_EXTRA_VOICE_NOTE
     assert "second" not in dropped[0].details
 
 
@@ -135,7 +134,6 @@ def test_keys_and_proxy_urls_are_deterministic_and_company_scoped():
     assert "s3.amazonaws.com" not in planned.proxy_url
     assert planned.source_url == attachments[0].file_url
     assert planned.file_name == "My Photo (1).JPG"
-    assert planned.declared_size == 1234
     assert planned.content_type == "image/jpeg"
 
 
@@ -482,7 +480,6 @@ def planned(cdp_type="doc", name="blob", ct="application/octet-stream", asset_id
         source_url=f"https://crm-bucket.s3.amazonaws.com/uploads/{asset_id}",
         cdp_type=cdp_type,
         file_name=name,
-        declared_size=10,
         target_key=f"{COMPANY}/1/{asset_id}-{name}",
         proxy_url=f"{PROXY}{COMPANY}/1/{asset_id}-{name}",
         content_type=ct,
@@ -585,7 +582,7 @@ def test_copy_attachment_refuses_unknown_binary_with_codes_only():
     ctx = _ctx(UNKNOWN_BINARY)
     with pytest.raises(AttachmentError) as caught:
         copy_attachment(ctx, None, planned(name="secret-name.bin"))
-    assert caught.value.reason_code == rc.ATTACHMENT_TYPE_MISMATCH
+    assert caught.value.reason_code == AttachmentCode.ATTACHMENT_TYPE_MISMATCH
     assert caught.value.details == "declared doc"
     assert ctx.storage.put_calls == []
 

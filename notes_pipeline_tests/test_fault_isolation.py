@@ -16,13 +16,14 @@ from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
 from pipeline_harness import metadata, run_cid, stack_resources
 from test_pipeline_rules import RELAXED, assert_counts_add_up, error_log_rows
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.contact_notes.rules import plan as notes_module
 from notes_pipeline.core.crm_records import CrmNote
 from notes_pipeline.core.resources import crm as crm_module
 from notes_pipeline.core.resources.attachment_download import GuardedDownloader
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.vocabulary import AttachmentCode, Outcome
 
 pytestmark = pytest.mark.stack
 
@@ -99,7 +100,7 @@ def test_extraction_row_fault_fails_that_note_alone(monkeypatch, db):
         return original(row, *args)
 
     monkeypatch.setattr(crm_module, "_note_from_row", failing_for_poison)
-    assert_only_poison_failed(run(org), org, rc.NOTE_EXTRACT_ERROR)
+    assert_only_poison_failed(run(org), org, NoteCode.NOTE_EXTRACT_ERROR)
 
 
 @pytest.mark.parametrize(
@@ -111,9 +112,11 @@ def test_a_raising_rule_fails_that_note_alone(monkeypatch, db, rule):
     poison_id = org.cid * 1000 + 99
     monkeypatch.setattr(notes_module, rule, poisoned(getattr(notes_module, rule), poison_id))
     result = run(org)
-    assert_only_poison_failed(result, org, rc.NOTE_TRANSFORM_ERROR)
+    assert_only_poison_failed(result, org, NoteCode.NOTE_TRANSFORM_ERROR)
     plans = result.output_for_node("normalized_notes").plans
-    assert [p.reason_code for p in plans if p.outcome == rc.FAILED] == [rc.NOTE_TRANSFORM_ERROR]
+    assert [p.reason_code for p in plans if p.outcome == Outcome.FAILED] == [
+        NoteCode.NOTE_TRANSFORM_ERROR
+    ]
 
 
 def _attachment_failures(result) -> dict[str, str]:
@@ -128,8 +131,12 @@ def test_download_fault_drops_that_attachment_alone(monkeypatch, db):
     loaded = assert_counts_add_up(result)
     assert (loaded["migrated"], loaded["failed"]) == (CLEAN + 1, 0)
     poison_asset = f"a{org.cid * 1000 + 99}"
-    assert _attachment_failures(result) == {poison_asset: rc.ATTACHMENT_COPY_ERROR}
-    rows = [r for r in error_log_rows(result) if r["reason_code"] == rc.ATTACHMENT_COPY_ERROR]
+    assert _attachment_failures(result) == {poison_asset: AttachmentCode.ATTACHMENT_COPY_ERROR}
+    rows = [
+        r
+        for r in error_log_rows(result)
+        if r["reason_code"] == AttachmentCode.ATTACHMENT_COPY_ERROR
+    ]
     assert len(rows) == 1 and poison_asset in rows[0]["details"]
     assert loaded["attachments_copied"] == CLEAN
     docs = list(db.contact_notes.find({"company_sso_id": org.company_sso_id}))
@@ -151,7 +158,7 @@ def test_upload_fault_drops_that_attachment_alone(db):
     loaded = assert_counts_add_up(result)
     assert (loaded["migrated"], loaded["failed"]) == (CLEAN + 1, 0)
     poison_asset = f"a{org.cid * 1000 + 99}"
-    assert _attachment_failures(result) == {poison_asset: rc.ATTACHMENT_UPLOAD_FAILED}
+    assert _attachment_failures(result) == {poison_asset: AttachmentCode.ATTACHMENT_UPLOAD_FAILED}
     assert loaded["attachments_copied"] == CLEAN
 
 
@@ -171,11 +178,11 @@ def test_mongo_write_fault_fails_that_note_alone(db):
     result = run(org, cdp_mongo=mongo)
     loaded = assert_counts_add_up(result)
     assert (loaded["migrated"], loaded["failed"]) == (CLEAN, 1)
-    assert loaded["failed_by_reason"] == {rc.BATCH_INSERT_FAILED: 1}
+    assert loaded["failed_by_reason"] == {NoteCode.BATCH_INSERT_FAILED: 1}
     rows = error_log_rows(result)
     poison_id = str(org.cid * 1000 + 99)
     assert [(r["legacy_crm_note_id"], r["reason_code"], r["details"]) for r in rows] == [
-        (poison_id, rc.BATCH_INSERT_FAILED, "InvalidDocument")
+        (poison_id, NoteCode.BATCH_INSERT_FAILED, "InvalidDocument")
     ]
     assert db.contact_notes.count_documents({"company_sso_id": org.company_sso_id}) == CLEAN
 
@@ -204,6 +211,6 @@ def test_postgres_timestamp_edge_values_fail_alone(db):
     result = run(org)
     loaded = assert_counts_add_up(result)
     assert (loaded["migrated"], loaded["failed"]) == (2, len(EDGE_TIMESTAMPS))
-    assert loaded["failed_by_reason"] == {rc.INVALID_TIMESTAMP: len(EDGE_TIMESTAMPS)}
+    assert loaded["failed_by_reason"] == {NoteCode.INVALID_TIMESTAMP: len(EDGE_TIMESTAMPS)}
     logged = {r["legacy_crm_note_id"]: r["reason_code"] for r in error_log_rows(result)}
-    assert logged == {str(base + o): rc.INVALID_TIMESTAMP for o in EDGE_TIMESTAMPS}
+    assert logged == {str(base + o): NoteCode.INVALID_TIMESTAMP for o in EDGE_TIMESTAMPS}

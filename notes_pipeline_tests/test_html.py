@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from notes_pipeline.contact_notes.reason_codes import NOTE_EMPTY, NOTE_TOO_LONG
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.contact_notes.rules.html import (
     MAX_NOTE_CHARS,
     NoteContentError,
@@ -132,7 +132,7 @@ def test_bare_text_is_not_wrapped_in_p():
 def test_empty_content_is_note_empty(source):
     with pytest.raises(NoteContentError) as info:
         normalize_note_html(source)
-    assert info.value.reason_code == NOTE_EMPTY
+    assert info.value.reason_code == NoteCode.NOTE_EMPTY
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_too_long_after_sanitizing_fails_never_truncates():
     source = "<b>" + "x" * MAX_NOTE_CHARS + "</b>"
     with pytest.raises(NoteContentError) as info:
         normalize_note_html(source)
-    assert info.value.reason_code == NOTE_TOO_LONG
+    assert info.value.reason_code == NoteCode.NOTE_TOO_LONG
     assert "x" not in info.value.details  # lengths only, never content
     assert str(MAX_NOTE_CHARS + 7) in info.value.details
 
@@ -383,7 +383,7 @@ def test_hostile_html(source, expected):
 def test_hostile_html_that_leaves_nothing(source):
     with pytest.raises(NoteContentError) as info:
         normalize_note_html(source)
-    assert info.value.reason_code == NOTE_EMPTY
+    assert info.value.reason_code == NoteCode.NOTE_EMPTY
 
 
 # --- linear time on large hostile inputs -----------------------------------------------------

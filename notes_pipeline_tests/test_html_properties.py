@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notes_pipeline.contact_notes.reason_codes import NOTE_EMPTY
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.contact_notes.rules.html import (
     ALLOWED_TAGS,
     ALLOWED_URL_SCHEMES,
@@ -287,7 +287,7 @@ wrappers = st.sampled_from(["{}", "<p>{}</p>", "<div><b>{}</b><br></div>", "<pre
 def test_only_invisible_code_points_is_note_empty(text, wrapper):
     with pytest.raises(NoteContentError) as info:
         normalize_note_html(wrapper.format(html.escape(text)))
-    assert info.value.reason_code == NOTE_EMPTY
+    assert info.value.reason_code == NoteCode.NOTE_EMPTY
 
 
 @BOUNDED

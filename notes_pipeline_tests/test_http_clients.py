@@ -3,9 +3,9 @@
 import httpx
 import pytest
 
-from notes_pipeline.contact_notes import reason_codes as rc
 from notes_pipeline.core.resources.crm import CrmExtractError, HttpCrmSource
 from notes_pipeline.core.resources.identity import HttpIdentityDirectory, IdentityLookupError
+from notes_pipeline.core.vocabulary import RunCode
 
 NOTE = {
     "id": 11,
@@ -97,8 +97,8 @@ def test_fails_with_crm_extract_failed_after_the_retry_budget():
     source, waits = crm(handler, backoff=(1.0, 3.0, 9.0))
     with pytest.raises(CrmExtractError) as error:
         list(source.iter_note_pages("5", 10))
-    assert error.value.reason_code == rc.CRM_EXTRACT_FAILED
-    assert rc.CRM_EXTRACT_FAILED in str(error.value)
+    assert error.value.reason_code == RunCode.CRM_EXTRACT_FAILED
+    assert RunCode.CRM_EXTRACT_FAILED in str(error.value)
     assert len(calls) == 4 and waits == [1.0, 3.0, 9.0]
 
 

@@ -12,19 +12,17 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from notes_pipeline.contact_notes import reason_codes as rc
-from notes_pipeline.contact_notes.rollback import confirmation_phrase, rollback_cid
+from notes_pipeline.contact_notes.definitions import STATUS_ASSETS
+from notes_pipeline.contact_notes.rollback import rollback_cid
 from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
 from notes_pipeline.core.partitions import cid_partitions
-from notes_pipeline.core.resources.in_memory import (
-    InMemoryCdpMongo,
-    InMemoryStore,
-    in_memory_resources,
-    in_memory_store,
-)
+from notes_pipeline.core.resources.in_memory import InMemoryCdpMongo, InMemoryStore, in_memory_store
 from notes_pipeline.core.resources.mongo import BulkUpsertResult
+from notes_pipeline.core.rollback import confirmation_phrase
 from notes_pipeline.core.status import cid_status
+from notes_pipeline.core.vocabulary import MonitorState
 from notes_pipeline.definitions import defs
+from notes_pipeline.deployment import in_memory_resources
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
 CREATED = datetime(2023, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -107,8 +105,8 @@ def test_every_asset_of_every_family_materializes_in_memory(store, instance, req
     assert docs["7001001"]["owner_id"] == "sso-ann"
     assert [a["type"] for a in docs["7001001"]["attachments"]] == ["image"]
     assert store.objects[f"{company}/7001001/a1-a.png"] == PNG
-    status = cid_status(instance, "7001")
-    assert (status.status, status.match_pct) == (rc.COMPLETED_SUCCESS, 100.0)
+    status = cid_status(instance, "7001", STATUS_ASSETS)
+    assert (status.status, status.match_pct) == (MonitorState.COMPLETED_SUCCESS, 100.0)
 
 
 def test_coverage_gate_blocks_the_load(store, instance, request):
@@ -153,9 +151,9 @@ def test_write_failures_halt_and_status_says_halted(store, instance, request):
         raise_on_error=False,
     )
     load = result.output_for_node("cdp_notes_loaded")
-    assert load.status == rc.HALTED
+    assert load.status == MonitorState.HALTED
     assert load.batches == 1  # halted after the first batch: nothing further written
-    assert cid_status(instance, "7003").status == rc.HALTED
+    assert cid_status(instance, "7003", STATUS_ASSETS).status == MonitorState.HALTED
 
 
 def test_rollback_removes_the_migrated_notes(store, instance, request):
@@ -175,5 +173,5 @@ def test_rollback_removes_the_migrated_notes(store, instance, request):
     )
     assert result.success
     assert company not in store.contact_notes
-    status = cid_status(instance, "7004")
-    assert (status.status, status.note) == (rc.NOT_STARTED, "rolled back")
+    status = cid_status(instance, "7004", STATUS_ASSETS)
+    assert (status.status, status.note) == (MonitorState.NOT_STARTED, "rolled back")

@@ -10,10 +10,12 @@ import dagster as dg
 from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
 from pipeline_harness import BlockingMongo, block_writes, check_results, run_cid, stack_resources
 
-from notes_pipeline.contact_notes import reason_codes as rc
-from notes_pipeline.contact_notes.rollback import confirmation_phrase, rollback_cid
+from notes_pipeline.contact_notes.definitions import STATUS_ASSETS
+from notes_pipeline.contact_notes.rollback import rollback_cid
 from notes_pipeline.core.resources.mongo import CdpMongo
+from notes_pipeline.core.rollback import confirmation_phrase
 from notes_pipeline.core.status import cid_status
+from notes_pipeline.core.vocabulary import MonitorState, Outcome
 
 
 def notes(cid: int, count: int, unmapped: int = 0) -> list[FixtureNote]:
@@ -67,11 +69,11 @@ def test_halted_cid_recovers_to_success_without_duplicates(db):
         )
         halted = run_cid(cid, stack_resources(mongo=mongo, batch_size=50), raise_on_error=False)
         load = halted.output_for_node("cdp_notes_loaded")
-        assert load.status == rc.HALTED and load.batches == 1
+        assert load.status == MonitorState.HALTED and load.batches == 1
         assert sum(1 for o in load.outcomes if o.outcome == "not_attempted") == 150
         assert check_results(halted)["load_failure_rate"].passed is False
         status = status_json(cid)
-        assert status["status"] == rc.HALTED
+        assert status["status"] == MonitorState.HALTED
         assert (
             db.contact_notes.count_documents(
                 {"company_sso_id": org.company_sso_id, "legacy_crm_note_id": {"$exists": True}}
@@ -85,10 +87,10 @@ def test_halted_cid_recovers_to_success_without_duplicates(db):
         db.contact_notes.drop_index("test_blocker")
     recovered = run_cid(cid, stack_resources(batch_size=50))
     report = recovered.output_for_node("validation_report")
-    assert report.status == rc.COMPLETED_SUCCESS and report.duplicate_legacy_ids == []
-    assert (report.outcomes[rc.MIGRATED], report.outcomes[rc.SKIPPED]) == (153, 47)
+    assert report.status == MonitorState.COMPLETED_SUCCESS and report.duplicate_legacy_ids == []
+    assert (report.outcomes[Outcome.MIGRATED], report.outcomes[Outcome.SKIPPED]) == (153, 47)
     status = status_json(cid)
-    assert status["status"] == rc.COMPLETED_SUCCESS
+    assert status["status"] == MonitorState.COMPLETED_SUCCESS
     assert (status["match_pct"], status["notes_processed"], status["notes_total"]) == (
         100.0,
         200,
@@ -99,7 +101,7 @@ def test_halted_cid_recovers_to_success_without_duplicates(db):
 def test_status_of_unknown_and_new_cids(db):
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("cid", ["990299"])
-    assert cid_status(instance, "990299").status == rc.NOT_STARTED
+    assert cid_status(instance, "990299", STATUS_ASSETS).status == MonitorState.NOT_STARTED
     missing = subprocess.run(
         [sys.executable, "-m", "notes_pipeline.cli", "status", "--cid", "nope-404"],
         capture_output=True,
@@ -121,7 +123,9 @@ def test_status_of_unknown_and_new_cids(db):
         "failure_rate",
         "match_pct",
     ]
-    assert any(line.split()[:2] == ["990299", rc.NOT_STARTED] for line in table.splitlines())
+    assert any(
+        line.split()[:2] == ["990299", MonitorState.NOT_STARTED] for line in table.splitlines()
+    )
 
 
 def rollback(cid: str, confirm: str) -> dg.ExecuteInProcessResult:
@@ -181,7 +185,8 @@ def test_rollback_removes_only_the_cids_migrated_notes_and_rerun_restores_them(d
     }
     assert migrated() == {} and keys() == {f"{company}/native/upload.png"}
     assert db.contact_notes.count_documents({"company_sso_id": company}) == 1  # native kept
-    assert cid_status(dg.DagsterInstance.get(), cid).status == rc.NOT_STARTED
+    status = cid_status(dg.DagsterInstance.get(), cid, STATUS_ASSETS)
+    assert status.status == MonitorState.NOT_STARTED
 
     run_cid(cid, stack_resources())
     assert migrated() == before and keys() == keys_before
@@ -215,7 +220,7 @@ def test_status_reports_progress_while_a_cid_is_loading(db):
     try:
         assert REACHED.wait(120)
         during = status_json(cid)
-        assert during["status"] == rc.IN_PROGRESS
+        assert during["status"] == MonitorState.IN_PROGRESS
         assert (during["notes_processed"], during["notes_total"], during["progress_pct"]) == (
             10,
             30,
@@ -224,4 +229,4 @@ def test_status_reports_progress_while_a_cid_is_loading(db):
     finally:
         RELEASE.set()
         worker.join(120)
-    assert status_json(cid)["status"] == rc.COMPLETED_SUCCESS
+    assert status_json(cid)["status"] == MonitorState.COMPLETED_SUCCESS

@@ -18,10 +18,17 @@ from pipeline_harness import (
 )
 from pymongo.errors import AutoReconnect
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import NoteCode, ScopeCode
 from notes_pipeline.core.resources.crm import PostgresCrmSource
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.vocabulary import (
+    AttachmentCode,
+    MonitorState,
+    Outcome,
+    PlanOutcome,
+    RunCode,
+)
 
 RELAXED = {"coverage_threshold_pct": 0, "failure_threshold_pct": 100}
 
@@ -81,14 +88,14 @@ def test_every_reason_code_is_produced_and_logged(db):
     plans = {p.legacy_crm_note_id: p for p in result.output_for_node("normalized_notes").plans}
     base = org.cid * 1000
     expected = {
-        base + 1: (rc.READY, None),
-        base + 2: (rc.FAILED, rc.CONTACT_NOT_MAPPED),
-        base + 3: (rc.FAILED, rc.NOTE_TOO_LONG),
-        base + 4: (rc.FAILED, rc.NOTE_EMPTY),
-        base + 5: (rc.FAILED, rc.INVALID_TIMESTAMP),
-        base + 6: (rc.OUT_OF_SCOPE, rc.NOT_PERSON_NOTE),
-        base + 7: (rc.OUT_OF_SCOPE, rc.NOTE_TYPE_EXCLUDED),
-        base + 8: (rc.READY, None),
+        base + 1: (PlanOutcome.READY, None),
+        base + 2: (Outcome.FAILED, NoteCode.CONTACT_NOT_MAPPED),
+        base + 3: (Outcome.FAILED, NoteCode.NOTE_TOO_LONG),
+        base + 4: (Outcome.FAILED, NoteCode.NOTE_EMPTY),
+        base + 5: (Outcome.FAILED, NoteCode.INVALID_TIMESTAMP),
+        base + 6: (Outcome.OUT_OF_SCOPE, ScopeCode.NOT_PERSON_NOTE),
+        base + 7: (Outcome.OUT_OF_SCOPE, ScopeCode.NOTE_TYPE_EXCLUDED),
+        base + 8: (PlanOutcome.READY, None),
     }
     assert {int(k): (p.outcome, p.reason_code) for k, p in plans.items()} == expected
     failures = {
@@ -96,12 +103,12 @@ def test_every_reason_code_is_produced_and_logged(db):
         for f in result.output_for_node("cdp_notes_loaded").attachment_failures
     }
     assert failures == {
-        f"a{base + 2}": rc.ATTACHMENT_SSRF_BLOCKED,
-        f"a{base + 3}": rc.ATTACHMENT_SSRF_BLOCKED,
-        f"a{base + 4}": rc.ATTACHMENT_DOWNLOAD_FAILED,
-        f"a{base + 5}": rc.ATTACHMENT_TOO_LARGE,
-        f"a{base + 7}": rc.ATTACHMENT_EXTRA_VOICE_NOTE,
-        f"d{base + 1}": rc.ATTACHMENT_TYPE_MISMATCH,
+        f"a{base + 2}": AttachmentCode.ATTACHMENT_SSRF_BLOCKED,
+        f"a{base + 3}": AttachmentCode.ATTACHMENT_SSRF_BLOCKED,
+        f"a{base + 4}": AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED,
+        f"a{base + 5}": AttachmentCode.ATTACHMENT_TOO_LARGE,
+        f"a{base + 7}": AttachmentCode.ATTACHMENT_EXTRA_VOICE_NOTE,
+        f"d{base + 1}": AttachmentCode.ATTACHMENT_TYPE_MISMATCH,
     }
     note = db.contact_notes.find_one(
         {"company_sso_id": org.company_sso_id, "legacy_crm_note_id": str(base + 8)}
@@ -111,15 +118,15 @@ def test_every_reason_code_is_produced_and_logged(db):
     assert (loaded["migrated"], loaded["failed"], loaded["out_of_scope"]) == (2, 4, 2)
     log = {(row["legacy_crm_note_id"], row["reason_code"]) for row in error_log_rows(result)}
     for code in (
-        rc.CONTACT_NOT_MAPPED,
-        rc.NOTE_TOO_LONG,
-        rc.NOTE_EMPTY,
-        rc.INVALID_TIMESTAMP,
-        rc.ATTACHMENT_SSRF_BLOCKED,
-        rc.ATTACHMENT_TOO_LARGE,
-        rc.ATTACHMENT_TYPE_MISMATCH,
-        rc.ATTACHMENT_DOWNLOAD_FAILED,
-        rc.ATTACHMENT_EXTRA_VOICE_NOTE,
+        NoteCode.CONTACT_NOT_MAPPED,
+        NoteCode.NOTE_TOO_LONG,
+        NoteCode.NOTE_EMPTY,
+        NoteCode.INVALID_TIMESTAMP,
+        AttachmentCode.ATTACHMENT_SSRF_BLOCKED,
+        AttachmentCode.ATTACHMENT_TOO_LARGE,
+        AttachmentCode.ATTACHMENT_TYPE_MISMATCH,
+        AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED,
+        AttachmentCode.ATTACHMENT_EXTRA_VOICE_NOTE,
     ):
         assert any(c == code for _, c in log), code
     assert "word" not in str(error_log_rows(result))  # ids and codes, never content
@@ -131,7 +138,7 @@ def test_flag_off_refuses_to_write(db):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "cdp_notes_loaded"
-    assert rc.FLAG_DISABLED in failure.event_specific_data.error.message
+    assert RunCode.FLAG_DISABLED in failure.event_specific_data.error.message
     assert db.contact_notes.count_documents({"company_sso_id": org.company_sso_id}) == 0
 
 
@@ -149,7 +156,7 @@ def test_upload_failure_drops_only_the_attachment(db):
     )
     import dagster as dg
 
-    from notes_pipeline.definitions import migration_assets
+    from notes_pipeline.contact_notes.definitions import migration_assets
 
     resources = stack_resources(storage=broken)
     dg.DagsterInstance.get().add_dynamic_partitions("cid", [str(org.cid)])
@@ -161,8 +168,10 @@ def test_upload_failure_drops_only_the_attachment(db):
         instance=dg.DagsterInstance.get(),
     )
     load = result.output_for_node("cdp_notes_loaded")
-    assert [f.reason_code for f in load.attachment_failures] == [rc.ATTACHMENT_UPLOAD_FAILED]
-    assert [o.outcome for o in load.outcomes] == [rc.MIGRATED]
+    assert [f.reason_code for f in load.attachment_failures] == [
+        AttachmentCode.ATTACHMENT_UPLOAD_FAILED
+    ]
+    assert [o.outcome for o in load.outcomes] == [Outcome.MIGRATED]
     doc = db.contact_notes.find_one({"company_sso_id": org.company_sso_id})
     assert not doc.get("attachments")
 
@@ -181,8 +190,8 @@ def test_write_errors_become_batch_insert_failed_after_one_retry(db):
             o.legacy_crm_note_id: (o.outcome, o.reason_code)
             for o in result.output_for_node("cdp_notes_loaded").outcomes
         }
-        assert outcomes["990104003"] == (rc.FAILED, rc.BATCH_INSERT_FAILED)
-        assert sum(1 for o, _ in outcomes.values() if o == rc.MIGRATED) == 9
+        assert outcomes["990104003"] == (Outcome.FAILED, NoteCode.BATCH_INSERT_FAILED)
+        assert sum(1 for o, _ in outcomes.values() if o == Outcome.MIGRATED) == 9
         assert_counts_add_up(result)
     finally:
         db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})
@@ -253,7 +262,7 @@ def test_rerun_skips_everything_and_changes_nothing(db):
     ) == (0, 7)
     assert before == after and len(after) == 9  # 7 migrated + 2 native notes, untouched
     assert metadata(second, "validation_report")["duplicates"] == 0
-    assert metadata(second, "validation_report")["status"] == rc.COMPLETED_SUCCESS
+    assert metadata(second, "validation_report")["status"] == MonitorState.COMPLETED_SUCCESS
 
 
 def test_other_companies_are_never_read_or_written(db):
@@ -292,7 +301,7 @@ def test_validation_skipped_when_the_source_count_is_unavailable(db):
     resources["crm"] = UnavailableCount(dsn=os.environ["NOTES_PIPELINE_CRM_DSN"])
     result = run_cid(str(org.cid), resources)
     report = result.output_for_node("validation_report")
-    assert report.validation_skipped and report.status == rc.COMPLETED_WITH_ERRORS
+    assert report.validation_skipped and report.status == MonitorState.COMPLETED_WITH_ERRORS
     assert check_results(result)["match"].passed is False
 
 
@@ -327,7 +336,7 @@ def test_prd_events_are_structured_and_carry_no_pii(db, caplog):
         "crm_notes_migration_checkin_dropped",
         "crm_notes_migration_completed",
     }
-    assert by_name["crm_notes_migration_note_failed"]["reason_code"] == rc.CONTACT_NOT_MAPPED
+    assert by_name["crm_notes_migration_note_failed"]["reason_code"] == NoteCode.CONTACT_NOT_MAPPED
     assert by_name["crm_notes_migration_owner_not_resolved"]["crm_user_id"] == 990110007
     assert set(by_name["crm_notes_migration_completed"]) == {
         "event",

@@ -13,7 +13,8 @@ import psycopg2.extras
 import pytest
 from pipeline_harness import cdp_db, check_results, metadata, run_cid, stack_resources
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import LEGACY_OWNER_FALLBACK_LABEL
+from notes_pipeline.core.vocabulary import MonitorState
 
 SCHEMES = re.compile(r'href="(?!https?:|mailto:)')
 
@@ -58,7 +59,7 @@ def test_small_stage1_cid_lands_completely_and_correctly(stage1):
     }
     assert not failed
     report = result.output_for_node("validation_report")
-    assert (report.status, report.match_pct) == (rc.COMPLETED_SUCCESS, 100.0)
+    assert (report.status, report.match_pct) == (MonitorState.COMPLETED_SUCCESS, 100.0)
     error_log = boto3.client(
         "s3", endpoint_url=os.environ["NOTES_PIPELINE_S3_ENDPOINT_URL"]
     ).get_object(Bucket=os.environ["NOTES_PIPELINE_CDP_BUCKET"], Key=report.error_log_key)
@@ -88,9 +89,7 @@ def test_small_stage1_cid_lands_completely_and_correctly(stage1):
             assert doc["owner_id"] == sso and "legacy_owner_label" not in doc
         else:
             assert doc.get("owner_id") is None
-            assert doc["legacy_owner_label"] == (
-                note["full_name"] or rc.LEGACY_OWNER_FALLBACK_LABEL
-            )
+            assert doc["legacy_owner_label"] == (note["full_name"] or LEGACY_OWNER_FALLBACK_LABEL)
         html = doc["note"]
         assert "style=" not in html and "<script" not in html.lower()
         assert not re.search(r"\son\w+=", html) and "data-user-id" not in html
@@ -141,5 +140,5 @@ def test_large_stage1_cid_accounts_for_every_note(stage1):
         == loaded["source_total"]
     )
     report = result.output_for_node("validation_report")
-    assert report.status == rc.COMPLETED_SUCCESS and report.match_pct >= 99
+    assert report.status == MonitorState.COMPLETED_SUCCESS and report.match_pct >= 99
     assert not report.duplicate_legacy_ids and not report.fidelity_mismatches

@@ -1,6 +1,6 @@
 """Resources are chosen by environment, never by code edits (issue #9 item 4).
 
-The selector (``notes_pipeline.core.resources.selection``) is checked as a pure function; the
+The selector (``notes_pipeline.deployment``) is checked as a pure function; the
 production identity client is checked over real HTTP against the stack's identity-service
 stand-in (``devtools/identity_service.py``); the code location is loaded from a
 production-like environment (fake values, no network).
@@ -18,17 +18,17 @@ import dagster as dg
 import psycopg2
 import pytest
 
+from notes_pipeline.contact_notes.definitions import migrate_cid, migration_assets
 from notes_pipeline.core.resources.crm import HttpCrmSource, PostgresCrmSource
 from notes_pipeline.core.resources.identity import (
     HttpIdentityDirectory,
     IdentityLookupError,
     PostgresIdentityDirectory,
 )
-from notes_pipeline.core.resources.selection import (
+from notes_pipeline.deployment import (
     ResourceSelectionError,
     resources_for_environment,
 )
-from notes_pipeline.definitions import migrate_cid, migration_assets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.resources.crm import _note_from_api
-from notes_pipeline.core.resources.settings import MigrationSettings
 from notes_pipeline.core.timestamps import InvalidTimestamp, TimestampWindow, to_utc
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

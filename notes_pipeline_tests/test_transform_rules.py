@@ -4,7 +4,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import (
+    LEGACY_OWNER_FALLBACK_LABEL,
+    NoteCode,
+    ScopeCode,
+)
 from notes_pipeline.contact_notes.records import OwnerResolution
 from notes_pipeline.contact_notes.rules.plan import (
     PlanRules,
@@ -14,6 +18,7 @@ from notes_pipeline.contact_notes.rules.plan import (
 )
 from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
 from notes_pipeline.core.timestamps import InvalidTimestamp, to_utc
+from notes_pipeline.core.vocabulary import AttachmentCode, Outcome, PlanOutcome
 
 WIB = timezone(timedelta(hours=7))
 ORG = Organization(cid="77", name="Acme", company_sso_id="company-77")
@@ -48,7 +53,7 @@ def plan(n: CrmNote, contact_id: str | None = "contact-5", owner=OWNER):
 
 def test_ready_note_becomes_the_exact_cdp_document():
     result = plan(note())
-    assert result.outcome == rc.READY
+    assert result.outcome == PlanOutcome.READY
     assert result.document == {
         "company_sso_id": "company-77",
         "contact_id": "contact-5",
@@ -66,21 +71,24 @@ def test_ready_note_becomes_the_exact_cdp_document():
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"crm_person_id": None, "crm_deal_id": 4, "type": "Crm::DealNote"}, rc.NOT_PERSON_NOTE),
-        ({"crm_person_id": None, "crm_company_id": 4}, rc.NOT_PERSON_NOTE),
-        ({"crm_note_type_id": 2}, rc.NOTE_TYPE_EXCLUDED),
-        ({"crm_note_type_id": None}, rc.NOTE_TYPE_EXCLUDED),
+        (
+            {"crm_person_id": None, "crm_deal_id": 4, "type": "Crm::DealNote"},
+            ScopeCode.NOT_PERSON_NOTE,
+        ),
+        ({"crm_person_id": None, "crm_company_id": 4}, ScopeCode.NOT_PERSON_NOTE),
+        ({"crm_note_type_id": 2}, ScopeCode.NOTE_TYPE_EXCLUDED),
+        ({"crm_note_type_id": None}, ScopeCode.NOTE_TYPE_EXCLUDED),
     ],
 )
 def test_out_of_scope_notes_are_not_failures(overrides, reason):
     result = plan(note(**overrides))
-    assert (result.outcome, result.reason_code) == (rc.OUT_OF_SCOPE, reason)
+    assert (result.outcome, result.reason_code) == (Outcome.OUT_OF_SCOPE, reason)
 
 
 def test_person_wins_over_other_foreign_keys():
     multi = note(crm_deal_id=9, crm_company_id=8, type="Crm::DealNote")
     assert scope_reason(multi, {1, 6}) is None
-    assert plan(multi).outcome == rc.READY
+    assert plan(multi).outcome == PlanOutcome.READY
     assert multi.fk_shape == "person+company+deal"
 
 
@@ -88,32 +96,32 @@ def test_note_type_allow_set_comes_from_rules_not_code():
     calls = note(crm_note_type_id=2)
     rules = PlanRules(frozenset({2}), RULES.proxy_base_url)
     result = plan_note(calls, org=ORG, contact_id="c", owner=OWNER, rules=rules)
-    assert result.outcome == rc.READY
+    assert result.outcome == PlanOutcome.READY
 
 
 @pytest.mark.parametrize(
     ("overrides", "contact", "reason"),
     [
-        ({}, None, rc.CONTACT_NOT_MAPPED),
-        ({"note": "<script>alert(1)</script>"}, "c", rc.NOTE_EMPTY),
-        ({"note": "x" * 10_001}, "c", rc.NOTE_TOO_LONG),
-        ({"created_at": None}, "c", rc.INVALID_TIMESTAMP),
-        ({"updated_at": "not a date"}, "c", rc.INVALID_TIMESTAMP),
-        ({"created_at": "2023-01-02T03:04:05"}, "c", rc.INVALID_TIMESTAMP),
+        ({}, None, NoteCode.CONTACT_NOT_MAPPED),
+        ({"note": "<script>alert(1)</script>"}, "c", NoteCode.NOTE_EMPTY),
+        ({"note": "x" * 10_001}, "c", NoteCode.NOTE_TOO_LONG),
+        ({"created_at": None}, "c", NoteCode.INVALID_TIMESTAMP),
+        ({"updated_at": "not a date"}, "c", NoteCode.INVALID_TIMESTAMP),
+        ({"created_at": "2023-01-02T03:04:05"}, "c", NoteCode.INVALID_TIMESTAMP),
     ],
 )
 def test_failures_carry_their_reason_code(overrides, contact, reason):
     result = plan(note(**overrides), contact_id=contact)
-    assert (result.outcome, result.reason_code) == (rc.FAILED, reason)
+    assert (result.outcome, result.reason_code) == (Outcome.FAILED, reason)
     assert result.document is None
 
 
 def test_first_failing_rule_decides():
     bad_everything = note(note="", created_at=None)
-    assert plan(bad_everything, contact_id=None).reason_code == rc.CONTACT_NOT_MAPPED
-    assert plan(bad_everything).reason_code == rc.NOTE_EMPTY
+    assert plan(bad_everything, contact_id=None).reason_code == NoteCode.CONTACT_NOT_MAPPED
+    assert plan(bad_everything).reason_code == NoteCode.NOTE_EMPTY
     out_of_scope = note(crm_note_type_id=3, note="", created_at=None)
-    assert plan(out_of_scope, contact_id=None).outcome == rc.OUT_OF_SCOPE
+    assert plan(out_of_scope, contact_id=None).outcome == Outcome.OUT_OF_SCOPE
 
 
 def test_owner_resolved_by_case_insensitive_email():
@@ -125,7 +133,7 @@ def test_unresolved_owner_keeps_crm_name_as_label_and_is_not_a_failure():
     owner = resolve_owner(note(), {})
     assert owner == OwnerResolution(None, "Budi Santoso")
     result = plan(note(), owner=owner)
-    assert result.outcome == rc.READY
+    assert result.outcome == PlanOutcome.READY
     assert result.document["owner_id"] is None
     assert result.document["legacy_owner_label"] == "Budi Santoso"
     assert result.owner_resolved is False
@@ -133,7 +141,7 @@ def test_unresolved_owner_keeps_crm_name_as_label_and_is_not_a_failure():
 
 def test_unknown_creator_gets_the_generic_label():
     owner = resolve_owner(note(creator_id=None, creator_name=None, creator_email=None), {})
-    assert owner == OwnerResolution(None, rc.LEGACY_OWNER_FALLBACK_LABEL)
+    assert owner == OwnerResolution(None, LEGACY_OWNER_FALLBACK_LABEL)
 
 
 def test_timestamps_are_utc_and_updated_at_is_not_overwritten():
@@ -163,7 +171,9 @@ def test_attachments_planned_with_company_scoped_keys_and_checkin_flag():
         a.proxy_url.startswith("https://cdp.test/attachments/company-77/10/")
         for a in result.attachments
     )
-    assert [d.reason_code for d in result.dropped_attachments] == [rc.ATTACHMENT_EXTRA_VOICE_NOTE]
+    assert [d.reason_code for d in result.dropped_attachments] == [
+        AttachmentCode.ATTACHMENT_EXTRA_VOICE_NOTE
+    ]
     assert result.checkin_dropped is True
 
 

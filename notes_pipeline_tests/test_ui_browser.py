@@ -36,8 +36,9 @@ from crm_fixtures import PNG, FixtureNote, FixtureOrg, install
 from pipeline_harness import cdp_db, run_cid, stack_resources
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.vocabulary import MonitorState
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
@@ -461,7 +462,7 @@ def test_graphql_latest_check_executions_of_the_materialized_cid(webserver, mate
     assert seen["contact_coverage"]["in_scope_notes"] == OK_NOTES
     assert seen["contact_coverage"]["unmapped_note_ids"] == []
     assert seen["normalization_failure_rate"]["failed"] == 0
-    assert seen["load_failure_rate"]["status"] != rc.HALTED
+    assert seen["load_failure_rate"]["status"] != MonitorState.HALTED
     assert seen["load_failure_rate"]["load_failure_rate_pct"] == 0.0
     assert seen["match"] == {
         "match_pct": 100.0,
@@ -478,7 +479,7 @@ def test_graphql_latest_check_executions_of_the_materialized_cid(webserver, mate
     [report] = partition_materializations(webserver, "validation_report", materialized.cid)
     assert report["runId"] == materialized.run_id
     meta = metadata_values(report["metadataEntries"])
-    assert meta["status"] == rc.COMPLETED_SUCCESS
+    assert meta["status"] == MonitorState.COMPLETED_SUCCESS
     assert meta["summary"].startswith(f"### CID {materialized.cid}: `completed_success`")
     assert "| match_pct | 100.0 |" in meta["summary"]
     assert (meta["source_count"], meta["target_count"], meta["match_pct"]) == (
@@ -503,7 +504,7 @@ def test_graphql_failed_coverage_gate_blocks_the_load(webserver, gated):
     assert meta["in_scope_notes"] == GATED_NOTES
     assert meta["unmapped_notes"] == GATED_UNMAPPED
     assert sorted(meta["unmapped_note_ids"]) == sorted(gated.unmapped_note_ids)
-    assert meta["reason_code"] == rc.CONTACT_NOT_MAPPED
+    assert meta["reason_code"] == NoteCode.CONTACT_NOT_MAPPED
 
     # the load step never ran for this partition; upstream assets did (positive control)
     assert partition_materializations(webserver, "cdp_notes_loaded", gated.cid) == []
@@ -624,7 +625,7 @@ def test_ui_validation_report_of_the_cid_shows_summary_and_status(page: Page, ma
         expect(metadata_value(summary.locator("table"), measure)).to_have_text(value)
     # the materialization's own metadata table (the summary's table is nested inside it)
     metadata = page.locator("table").filter(has=page.get_by_text("error_log_rows", exact=True))
-    expect(metadata_value(metadata, "status")).to_have_text(rc.COMPLETED_SUCCESS)
+    expect(metadata_value(metadata, "status")).to_have_text(MonitorState.COMPLETED_SUCCESS)
     expect(metadata_value(metadata, "match_pct")).to_have_text("100")
     expect(metadata_value(metadata, "fidelity_mismatches")).to_have_text("0")
     run_link = page.get_by_role("link", name=materialized.run_id[:8], exact=True)
@@ -673,7 +674,7 @@ def test_ui_failed_coverage_gate_of_the_gated_cid(page: Page, gated):
     table = pane.locator("table")
     expect(metadata_value(table, "coverage_pct")).to_have_text(coverage)
     expect(metadata_value(table, "unmapped_notes")).to_have_text(str(GATED_UNMAPPED))
-    expect(metadata_value(table, "reason_code")).to_have_text(rc.CONTACT_NOT_MAPPED)
+    expect(metadata_value(table, "reason_code")).to_have_text(NoteCode.CONTACT_NOT_MAPPED)
     screenshot(page, f"check_contact_coverage_{gated.cid}_failed")
 
     page.goto(f"/assets/cdp_notes_loaded?view=partitions&partition={gated.cid}")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from notes_pipeline.contact_notes import reason_codes as rc
-from notes_pipeline.contact_notes.load import failure_rate
-from notes_pipeline.contact_notes.records import LoadResult, ValidationReport
-from notes_pipeline.contact_notes.validation import pct
+from notes_pipeline.contact_notes.reason_codes import NoteCode
+from notes_pipeline.contact_notes.records import LoadResult, NormalizedNotes, ValidationReport
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.partitions import cid_partitions
-from notes_pipeline.core.resources.settings import MigrationSettings
+from notes_pipeline.core.rates import exceeds_failure_threshold
+from notes_pipeline.core.vocabulary import LoadStatus, Outcome
 
 WORST = 20  # offending ids shown in check metadata
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -69,18 +69,13 @@ def _result(asset: str, name: str, passed: bool, metadata: dict, severity=ERROR)
     )
 
 
-def normalized_checks(normalized, settings: MigrationSettings) -> list[dg.AssetCheckResult]:
-    """contact_coverage and normalization_failure_rate for a NormalizedNotes."""
-    misses, in_scope, failures = (
-        normalized.contact_misses,
-        normalized.in_scope,
-        normalized.failures,
-    )
-    coverage = pct(in_scope - len(misses), in_scope)
-    rate = pct(len(failures), in_scope) if in_scope else 0.0
-    by_reason: dict[str, int] = {}
-    for plan in failures:
-        by_reason[plan.reason_code] = by_reason.get(plan.reason_code, 0) + 1
+def normalized_checks(
+    normalized: NormalizedNotes, settings: MigrationSettings
+) -> list[dg.AssetCheckResult]:
+    """SPEC gates 1-2 (blocking): contact_coverage and normalization_failure_rate."""
+    misses, failures = normalized.contact_misses, normalized.failures
+    coverage = normalized.contact_coverage_pct
+    rate = normalized.normalization_failure_rate_pct
     return [
         _result(
             "normalized_notes",
@@ -89,10 +84,10 @@ def normalized_checks(normalized, settings: MigrationSettings) -> list[dg.AssetC
             {
                 "coverage_pct": coverage,
                 "threshold_pct": settings.coverage_threshold_pct,
-                "in_scope_notes": in_scope,
+                "in_scope_notes": normalized.in_scope,
                 "unmapped_notes": len(misses),
                 "unmapped_note_ids": _ids(misses),
-                "reason_code": rc.CONTACT_NOT_MAPPED,
+                "reason_code": str(NoteCode.CONTACT_NOT_MAPPED),
             },
         ),
         _result(
@@ -103,8 +98,8 @@ def normalized_checks(normalized, settings: MigrationSettings) -> list[dg.AssetC
                 "failure_rate_pct": rate,
                 "threshold_pct": settings.failure_threshold_pct,
                 "failed": len(failures),
-                "in_scope_notes": in_scope,
-                "failed_by_reason": dg.MetadataValue.json(by_reason),
+                "in_scope_notes": normalized.in_scope,
+                "failed_by_reason": dg.MetadataValue.json(dict(normalized.failed_by_reason)),
                 "failed_note_ids": _ids([p.legacy_crm_note_id for p in failures]),
             },
         ),
@@ -112,45 +107,60 @@ def normalized_checks(normalized, settings: MigrationSettings) -> list[dg.AssetC
 
 
 def loaded_checks(load: LoadResult, settings: MigrationSettings) -> list[dg.AssetCheckResult]:
-    failed = [o.legacy_crm_note_id for o in load.outcomes if o.outcome == rc.FAILED]
-    migrated = sum(1 for o in load.outcomes if o.outcome == rc.MIGRATED)
-    skipped = sum(1 for o in load.outcomes if o.outcome == rc.SKIPPED)
-    rate = round(failure_rate(len(failed), migrated, skipped) * 100, 3)
-    passed = rate <= settings.failure_threshold_pct and load.status != rc.HALTED
+    """SPEC gate 3: the load's write failures within the halt rule, and not halted."""
+    halted = exceeds_failure_threshold(
+        len(load.failed),
+        load.count(Outcome.MIGRATED),
+        load.count(Outcome.SKIPPED),
+        settings.failure_threshold_pct,
+    )
     return [
         _result(
             "cdp_notes_loaded",
             "load_failure_rate",
-            passed,
+            not halted and load.status != LoadStatus.HALTED,
             {
-                "load_failure_rate_pct": rate,
+                "load_failure_rate_pct": load.load_failure_rate_pct,
                 "threshold_pct": settings.failure_threshold_pct,
-                "status": load.status,
-                "failed_note_ids": _ids(failed),
+                "status": str(load.status),
+                "failed_note_ids": _ids([o.legacy_crm_note_id for o in load.failed]),
             },
         )
     ]
 
 
-def report_checks(report: ValidationReport, settings: MigrationSettings) -> list:
+def report_checks(
+    report: ValidationReport, settings: MigrationSettings
+) -> list[dg.AssetCheckResult]:
+    """SPEC gates 4-8 on the report: match, failure rate, duplicates, fidelity, attachments."""
     match = report.match_pct
+    counts = report.outcomes
     return [
         _result(
             "validation_report",
             "match",
             match is not None and match >= settings.match_threshold_pct,
             {
-                "match_pct": match if match is not None else -1.0,
-                "threshold_pct": settings.match_threshold_pct,
-                "source_count": report.source_count if report.source_count is not None else -1,
-                "target_count": report.target_count if report.target_count is not None else -1,
-                "validation_skipped": report.validation_skipped,
+                key: value
+                for key, value in {
+                    "match_pct": match,
+                    "threshold_pct": settings.match_threshold_pct,
+                    "source_count": report.source_count,
+                    "target_count": report.target_count,
+                    "validation_skipped": report.validation_skipped,
+                }.items()
+                if value is not None
             },
         ),
         _result(
             "validation_report",
             "failure_rate",
-            report.failure_rate_pct <= settings.failure_threshold_pct,
+            not exceeds_failure_threshold(
+                counts.get(Outcome.FAILED, 0),
+                counts.get(Outcome.MIGRATED, 0),
+                counts.get(Outcome.SKIPPED, 0),
+                settings.failure_threshold_pct,
+            ),
             {
                 "failure_rate_pct": report.failure_rate_pct,
                 "threshold_pct": settings.failure_threshold_pct,

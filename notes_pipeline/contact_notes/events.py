@@ -1,10 +1,12 @@
-"""PRD §12 observability events as structured JSON log lines (ids and codes only, no PII)."""
+"""The contact-notes family's PRD §12 events and their properties (ids and codes only)."""
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
+
+from notes_pipeline.core.events import declare_events, emit, event_line
+
+__all__ = ["emit", "event_line", "note_log"]
 
 STARTED = "crm_notes_migration_started"
 BATCH_COMPLETED = "crm_notes_migration_batch_completed"
@@ -38,19 +40,4 @@ EVENT_PROPERTIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def event_line(event: str, **properties: Any) -> str:
-    """Render one event; refuses properties the PRD does not list (keeps PII out)."""
-    allowed = EVENT_PROPERTIES[event]
-    unknown = set(properties) - set(allowed)
-    if unknown:
-        raise ValueError(f"{event} does not carry {sorted(unknown)}")
-    return json.dumps({"event": event, **properties}, sort_keys=True, default=str)
-
-
-def emit(log: logging.Logger | Any, event: str, **properties: Any) -> None:
-    """Log one event at INFO (WARNING for failures and halts)."""
-    line = event_line(event, **properties)
-    if event in (NOTE_FAILED, ATTACHMENT_FAILED, HALTED):
-        log.warning(line)
-    else:
-        log.info(line)
+declare_events(EVENT_PROPERTIES, warnings=(NOTE_FAILED, ATTACHMENT_FAILED, HALTED))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from notes_pipeline.contact_notes import events
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.contact_notes.records import (
     AttachmentFailure,
     LoadResult,
@@ -23,21 +23,11 @@ from notes_pipeline.contact_notes.rules.attachments import (
     magic_matches,
 )
 from notes_pipeline.core.crm_records import Organization
+from notes_pipeline.core.rates import batches, exceeds_failure_threshold
 from notes_pipeline.core.resources.attachment_download import AttachmentError, GuardedDownloader
 from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
-
-NOT_ATTEMPTED = "not_attempted"
-
-
-def failure_rate(failed: int, migrated: int, skipped: int) -> float:
-    """failed / (migrated + skipped + failed), as a fraction (0 when nothing was attempted)."""
-    attempted = migrated + skipped + failed
-    return failed / attempted if attempted else 0.0
-
-
-def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
+from notes_pipeline.core.vocabulary import AttachmentCode, LoadStatus, Outcome
 
 
 @dataclass
@@ -49,11 +39,11 @@ class LoadContext:
     storage: AttachmentStorage
     downloader: GuardedDownloader
     batch_size: int
-    failure_threshold: float  # fraction, e.g. 0.01
+    failure_threshold_pct: float  # the halt rule's threshold, percent (SPEC: 1)
     attachment_workers: int
     log: Any
     job_id: str
-    on_batch: Callable[[int, int], None] | None = None  # (notes_processed, notes_total)
+    on_batch: Callable[[int, int], None] | None = None  # (records_processed, records_total)
 
 
 def copy_attachment(ctx: LoadContext, plan: NotePlan, att: PlannedAttachment) -> dict[str, Any]:
@@ -67,11 +57,11 @@ def copy_attachment(ctx: LoadContext, plan: NotePlan, att: PlannedAttachment) ->
     head = data[:SNIFF_HEAD_BYTES]
     cdp_type = cdp_type_for(att, head)
     if not magic_matches(cdp_type, att.content_type or served_type, att.file_name, head):
-        raise AttachmentError(rc.ATTACHMENT_TYPE_MISMATCH, f"declared {cdp_type}")
+        raise AttachmentError(AttachmentCode.ATTACHMENT_TYPE_MISMATCH, f"declared {cdp_type}")
     try:
         ctx.storage.put(att.target_key, data, att.content_type or served_type)
     except Exception as exc:  # boto3 raises many types; any storage failure drops the attachment
-        raise AttachmentError(rc.ATTACHMENT_UPLOAD_FAILED, type(exc).__name__) from exc
+        raise AttachmentError(AttachmentCode.ATTACHMENT_UPLOAD_FAILED, type(exc).__name__) from exc
     return {
         "type": cdp_type,
         "url": att.proxy_url,
@@ -91,7 +81,6 @@ def _attach_batch(
         try:
             copied[(plan.legacy_crm_note_id, att.asset_id)] = future.result()
             result.attachments_copied += 1
-            result.copied_keys.append(att.target_key)
         except AttachmentError as exc:
             _attachment_failed(
                 ctx, result, plan, att.asset_id, att.cdp_type, exc.reason_code, exc.details
@@ -99,7 +88,13 @@ def _attach_batch(
         except Exception as exc:  # noqa: BLE001 - one attachment fails alone (issue #8)
             details = f"exception={type(exc).__name__}"
             _attachment_failed(
-                ctx, result, plan, att.asset_id, att.cdp_type, rc.ATTACHMENT_COPY_ERROR, details
+                ctx,
+                result,
+                plan,
+                att.asset_id,
+                att.cdp_type,
+                AttachmentCode.ATTACHMENT_COPY_ERROR,
+                details,
             )
     documents = []
     for plan in plans:
@@ -157,8 +152,10 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
 def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
     """Write every READY plan in batches; stop (halt) once the write failure rate is exceeded."""
     started = time.monotonic()
-    ready = [plan for plan in plans if plan.outcome == rc.READY]
-    result = LoadResult(cid=ctx.org.cid, company_sso_id=ctx.org.company_sso_id, status="loaded")
+    ready = [plan for plan in plans if plan.ready]
+    result = LoadResult(
+        cid=ctx.org.cid, company_sso_id=ctx.org.company_sso_id, status=LoadStatus.LOADED
+    )
     for plan in ready:
         for dropped in plan.dropped_attachments:
             _attachment_failed(
@@ -180,13 +177,13 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
             written = upsert_with_retry(ctx, documents)
             for index, plan in enumerate(batch):
                 if index in written.upserted:
-                    outcome = NoteOutcome(plan.legacy_crm_note_id, rc.MIGRATED)
+                    outcome = NoteOutcome(plan.legacy_crm_note_id, Outcome.MIGRATED)
                     migrated += 1
                 elif index in written.errors:
                     outcome = NoteOutcome(
                         plan.legacy_crm_note_id,
-                        rc.FAILED,
-                        rc.BATCH_INSERT_FAILED,
+                        Outcome.FAILED,
+                        NoteCode.BATCH_INSERT_FAILED,
                         written.errors[index],
                     )
                     failed += 1
@@ -196,11 +193,11 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                         job_id=ctx.job_id,
                         cid=ctx.org.cid,
                         legacy_crm_note_id=plan.legacy_crm_note_id,
-                        reason_code=rc.BATCH_INSERT_FAILED,
+                        reason_code=NoteCode.BATCH_INSERT_FAILED,
                         details=written.errors[index],
                     )
                 else:
-                    outcome = NoteOutcome(plan.legacy_crm_note_id, rc.SKIPPED)
+                    outcome = NoteOutcome(plan.legacy_crm_note_id, Outcome.SKIPPED)
                     skipped += 1
                 result.outcomes.append(outcome)
             processed += len(batch)
@@ -216,18 +213,19 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
             )
             if ctx.on_batch:
                 ctx.on_batch(processed, len(ready))
-            result.load_failure_rate = failure_rate(failed, migrated, skipped)
-            if result.load_failure_rate > ctx.failure_threshold:
-                result.status = rc.HALTED
+            if exceeds_failure_threshold(failed, migrated, skipped, ctx.failure_threshold_pct):
+                result.status = LoadStatus.HALTED
                 events.emit(
                     ctx.log,
                     events.HALTED,
                     job_id=ctx.job_id,
                     cid=ctx.org.cid,
-                    failure_rate=round(result.load_failure_rate * 100, 3),
+                    failure_rate=result.load_failure_rate_pct,
                 )
                 for plan in ready[processed:]:
-                    result.outcomes.append(NoteOutcome(plan.legacy_crm_note_id, NOT_ATTEMPTED))
+                    result.outcomes.append(
+                        NoteOutcome(plan.legacy_crm_note_id, Outcome.NOT_ATTEMPTED)
+                    )
                 break
     result.duration_seconds = time.monotonic() - started
     return result

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.core.crm_records import CrmNote, Organization
+from notes_pipeline.core.rates import failure_rate_pct, pct
+from notes_pipeline.core.vocabulary import LoadStatus, MonitorState, Outcome, PlanOutcome
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,6 @@ class PlannedAttachment:
     source_url: str
     cdp_type: str
     file_name: str  # never None: derived from the asset id when the CRM has none
-    declared_size: int | None
     target_key: str
     proxy_url: str
     content_type: str | None
@@ -49,7 +51,7 @@ class NotePlan:
     """normalized_notes' verdict on one source note, and the CDP document when ready."""
 
     legacy_crm_note_id: str
-    outcome: str  # READY / OUT_OF_SCOPE / FAILED
+    outcome: PlanOutcome
     reason_code: str | None = None
     details: str = ""
     document: dict[str, Any] | None = None
@@ -60,19 +62,29 @@ class NotePlan:
     checkin_dropped: bool = False
     content_hash: str | None = None
 
+    @property
+    def ready(self) -> bool:
+        return self.outcome == PlanOutcome.READY
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == PlanOutcome.FAILED
+
 
 @dataclass
 class NoteOutcome:
     """Final outcome of one source note after loading."""
 
     legacy_crm_note_id: str
-    outcome: str  # MIGRATED / SKIPPED / FAILED / OUT_OF_SCOPE / not_attempted
+    outcome: Outcome
     reason_code: str | None = None
     details: str = ""
 
 
 @dataclass
 class AttachmentFailure:
+    """One attachment dropped from its (still written) note, with its reason code."""
+
     legacy_crm_note_id: str
     asset_id: str
     attachment_type: str
@@ -82,53 +94,97 @@ class AttachmentFailure:
 
 @dataclass
 class LoadResult:
-    """What cdp_notes_loaded did for one CID."""
+    """What cdp_notes_loaded did for one CID: an outcome per ready note, dropped attachments."""
 
     cid: str
     company_sso_id: str
-    status: str  # "loaded" or HALTED
+    status: LoadStatus
     outcomes: list[NoteOutcome] = field(default_factory=list)
     attachment_failures: list[AttachmentFailure] = field(default_factory=list)
     attachments_planned: int = 0
     attachments_copied: int = 0
-    copied_keys: list[str] = field(default_factory=list)
     batches: int = 0
-    load_failure_rate: float = 0.0
     duration_seconds: float = 0.0
+
+    def count(self, outcome: Outcome) -> int:
+        """Notes of this load that ended in ``outcome``."""
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+    @property
+    def failed(self) -> list[NoteOutcome]:
+        return [o for o in self.outcomes if o.outcome == Outcome.FAILED]
+
+    @property
+    def failed_by_reason(self) -> Counter:
+        return Counter(o.reason_code for o in self.failed)
+
+    @property
+    def load_failure_rate_pct(self) -> float:
+        """Write failures over the notes attempted so far, in percent (the halt rule's rate)."""
+        return failure_rate_pct(
+            len(self.failed), self.count(Outcome.MIGRATED), self.count(Outcome.SKIPPED)
+        )
 
 
 @dataclass(frozen=True)
 class CrmExtract:
+    """crm_notes_raw: one CID's organization and every note of it, in id order."""
+
     org: Organization
     notes: tuple[CrmNote, ...]
 
 
 @dataclass(frozen=True)
 class NormalizedNotes:
+    """normalized_notes: one plan per source note of the CID."""
+
     org: Organization
     plans: tuple[NotePlan, ...]
 
-    def count(self, outcome: str) -> int:
+    def count(self, outcome: PlanOutcome) -> int:
+        """Plans with ``outcome``."""
         return sum(1 for p in self.plans if p.outcome == outcome)
 
     @property
-    def in_scope(self) -> int:
-        return len(self.plans) - self.count(rc.OUT_OF_SCOPE)
-
-    @property
-    def contact_misses(self) -> list[str]:
-        return [p.legacy_crm_note_id for p in self.plans if p.reason_code == rc.CONTACT_NOT_MAPPED]
+    def ready(self) -> list[NotePlan]:
+        return [p for p in self.plans if p.ready]
 
     @property
     def failures(self) -> list[NotePlan]:
-        return [p for p in self.plans if p.outcome == rc.FAILED]
+        return [p for p in self.plans if p.failed]
+
+    @property
+    def failed_by_reason(self) -> Counter:
+        return Counter(p.reason_code for p in self.failures)
+
+    @property
+    def in_scope(self) -> int:
+        return len(self.plans) - self.count(PlanOutcome.OUT_OF_SCOPE)
+
+    @property
+    def contact_misses(self) -> list[str]:
+        return [
+            p.legacy_crm_note_id for p in self.plans if p.reason_code == NoteCode.CONTACT_NOT_MAPPED
+        ]
+
+    @property
+    def contact_coverage_pct(self) -> float:
+        """In-scope notes that map to a CDP contact, in percent (SPEC gate 1)."""
+        return pct(self.in_scope - len(self.contact_misses), self.in_scope)
+
+    @property
+    def normalization_failure_rate_pct(self) -> float:
+        """Planning failures over in-scope notes, in percent (SPEC gate 2)."""
+        return pct(len(self.failures), self.in_scope) if self.in_scope else 0.0
 
 
 @dataclass
 class ValidationReport:
+    """validation_report: the CID's recount, rates (percent), fidelity and final state."""
+
     cid: str
     company_sso_id: str
-    status: str
+    status: MonitorState
     source_count: int | None
     target_count: int | None
     match_pct: float | None

@@ -3,21 +3,14 @@
 import re
 
 import dagster as dg
-from pydantic import Field
 
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.rollback import RollbackConfig, require_confirmation
+from notes_pipeline.core.run_metadata import RollbackSummary
 
-ROLLED_BACK = "rolled_back"
 MIGRATED_OBJECT = re.compile(r"^[ad]\d+-")
-
-
-class RollbackConfig(dg.Config):
-    cid: str = Field(description="The CID to roll back.")
-    confirm: str = Field(
-        default="", description="Must be exactly 'ROLLBACK <cid>' to delete anything."
-    )
 
 
 def migrated_attachment_keys(keys: list[str], legacy_note_ids: set[str]) -> list[str]:
@@ -30,10 +23,6 @@ def migrated_attachment_keys(keys: list[str], legacy_note_ids: set[str]) -> list
     return selected
 
 
-def confirmation_phrase(cid: str) -> str:
-    return f"ROLLBACK {cid}"
-
-
 @dg.op(description="Deletes the CID's migrated notes (legacy marker only) and copied attachments.")
 def rollback_cid_op(
     context: dg.OpExecutionContext,
@@ -42,11 +31,7 @@ def rollback_cid_op(
     cdp_mongo: CdpMongo,
     attachment_storage: AttachmentStorage,
 ) -> dg.Output[dict]:
-    expected = confirmation_phrase(config.cid)
-    if config.confirm != expected:
-        raise dg.Failure(
-            description=f"Refusing to roll back CID {config.cid}: set confirm to '{expected}'."
-        )
+    require_confirmation(config)
     org = crm.get_organization(config.cid)
     notes_deleted = cdp_mongo.delete_migrated(org.company_sso_id)
     note_ids = {str(n.id) for page in crm.iter_note_pages(org.cid, 1000) for n in page}
@@ -54,18 +39,20 @@ def rollback_cid_op(
         attachment_storage.list_keys(f"{org.company_sso_id}/"), note_ids
     )
     attachments_deleted = attachment_storage.delete_keys(keys)
-    removed = {
-        "cid": org.cid,
-        "notes_deleted": notes_deleted,
-        "attachments_deleted": attachments_deleted,
-    }
+    summary = RollbackSummary(
+        cid=org.cid,
+        records_removed=notes_deleted,
+        removed_by_kind={
+            "notes_deleted": notes_deleted,
+            "attachments_deleted": attachments_deleted,
+        },
+    )
     context.log_event(
         dg.AssetObservation(
-            asset_key="validation_report",
-            partition=org.cid,
-            metadata={"status": ROLLED_BACK, **removed},
+            asset_key="validation_report", partition=org.cid, metadata=summary.to_metadata()
         )
     )
+    removed = {"cid": org.cid, **summary.removed_by_kind}
     context.log.info(f"rolled back CID {org.cid}: {removed}")
     return dg.Output(removed, metadata=removed)
 

@@ -1,26 +1,39 @@
-"""Validation of one CID (SPEC "Validation"): counts, match, failure rate, fidelity, error log."""
+"""Validation of one CID (SPEC "Validation"): counts, match, failure rate, fidelity, error log.
+
+Pure functions: ``build_report`` assembles the ``ValidationReport`` from what the asset read
+(counts, stored documents, duplicates); pandas does the keyed fidelity diff and the CSV.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pandas as pd
 import tenacity
 
-from notes_pipeline.contact_notes import reason_codes as rc
-from notes_pipeline.contact_notes.load import NOT_ATTEMPTED
-from notes_pipeline.contact_notes.records import LoadResult, NotePlan, ValidationReport
+from notes_pipeline.contact_notes.records import (
+    LoadResult,
+    NormalizedNotes,
+    NotePlan,
+    ValidationReport,
+)
 from notes_pipeline.contact_notes.rules.html import content_hash
+from notes_pipeline.core.rates import exceeds_failure_threshold, failure_rate_pct, pct
+from notes_pipeline.core.vocabulary import (
+    FINAL_OUTCOMES,
+    LoadStatus,
+    MonitorState,
+    Outcome,
+    RunCode,
+)
 
 T = TypeVar("T")
+KEY = "legacy_crm_note_id"
 FIDELITY_FIELDS = ("contact_id", "owner_id", "legacy_owner_label", "created_at", "updated_at")
-
-
-def pct(part: int, whole: int) -> float:
-    return round(part / whole * 100, 3) if whole else 100.0
+ERROR_LOG_COLUMNS = ["legacy_crm_note_id", "reason_code", "details"]
 
 
 def with_retries(call: Callable[[], T], attempts: int = 3, wait_s: float = 0.5) -> T | None:
@@ -38,116 +51,206 @@ def with_retries(call: Callable[[], T], attempts: int = 3, wait_s: float = 0.5) 
         return None
 
 
-def outcome_counts(plans: list[NotePlan] | tuple[NotePlan, ...], load: LoadResult) -> Counter:
-    counts: Counter = Counter({o: 0 for o in rc.OUTCOMES})
-    counts.update(p.outcome for p in plans if p.outcome in (rc.FAILED, rc.OUT_OF_SCOPE))
+def outcome_counts(normalized: NormalizedNotes, load: LoadResult) -> Counter:
+    """Source notes per final outcome (and ``not_attempted`` after a halt); they add up to the
+    CID's source total."""
+    counts: Counter = Counter({o: 0 for o in FINAL_OUTCOMES})
+    counts.update(Outcome(p.outcome) for p in normalized.plans if not p.ready)
     counts.update(o.outcome for o in load.outcomes)
     return counts
 
 
-def fidelity_mismatches(plans, documents: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Compare each stored migrated note with what normalized_notes planned (ids + field names)."""
-    planned = {p.legacy_crm_note_id: p for p in plans if p.outcome == rc.READY}
+def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(rows, columns=list(columns)).astype(object)
+
+
+def fidelity_mismatches(
+    plans: Sequence[NotePlan], documents: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Each stored migrated note vs its plan, keyed by legacy id (SPEC "Validation"): the
+    fidelity fields and the sanitized-content hash. Rows ``{legacy_crm_note_id, fields}``
+    (comma-separated field names; ids and names only), in plan order."""
+    columns = [KEY, *FIDELITY_FIELDS, "content_hash"]
+    planned = _frame(
+        [
+            {KEY: p.legacy_crm_note_id, **{f: p.document.get(f) for f in FIDELITY_FIELDS}}
+            | {"content_hash": p.content_hash}
+            for p in plans
+            if p.ready and p.document is not None
+        ],
+        columns,
+    )
+    stored = _frame(
+        [
+            {KEY: d.get(KEY), **{f: d.get(f) for f in FIDELITY_FIELDS}}
+            | {"content_hash": content_hash(d.get("note") or "")}
+            for d in documents
+        ],
+        columns,
+    )
+    merged = planned.merge(stored, on=KEY, how="inner", suffixes=("_planned", "_stored"))
     mismatches = []
-    for doc in documents:
-        plan = planned.get(doc.get("legacy_crm_note_id"))
-        if plan is None:
-            continue
-        fields = [f for f in FIDELITY_FIELDS if doc.get(f) != plan.document.get(f)]
-        if content_hash(doc.get("note") or "") != plan.content_hash:
-            fields.append("note")
+    names = [*FIDELITY_FIELDS, "content_hash"]
+    for row in merged.itertuples(index=False):
+        values = row._asdict()
+        fields = [
+            "note" if name == "content_hash" else name
+            for name in names
+            if not _same(values[f"{name}_planned"], values[f"{name}_stored"])
+        ]
         if fields:
-            mismatches.append(
-                {"legacy_crm_note_id": plan.legacy_crm_note_id, "fields": ",".join(fields)}
-            )
+            mismatches.append({KEY: values[KEY], "fields": ",".join(fields)})
     return mismatches
 
 
-def error_log_csv(plans, load: LoadResult) -> tuple[bytes, int]:
-    """CSV `legacy_crm_note_id, reason_code, details`: ids and codes only, never content."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["legacy_crm_note_id", "reason_code", "details"])
-    rows = 0
-    for plan in plans:
-        if plan.outcome == rc.FAILED:
-            writer.writerow([plan.legacy_crm_note_id, plan.reason_code, plan.details])
-            rows += 1
-    for outcome in load.outcomes:
-        if outcome.outcome == rc.FAILED:
-            writer.writerow([outcome.legacy_crm_note_id, outcome.reason_code, outcome.details])
-            rows += 1
-        elif outcome.outcome == NOT_ATTEMPTED:
-            writer.writerow([outcome.legacy_crm_note_id, rc.HALTED, "not attempted after halt"])
-            rows += 1
-    for failure in load.attachment_failures:
-        writer.writerow(
-            [
-                failure.legacy_crm_note_id,
-                failure.reason_code,
-                f"asset={failure.asset_id} type={failure.attachment_type}",
-            ]
-        )
-        rows += 1
-    return buffer.getvalue().encode(), rows
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _same(planned: Any, stored: Any) -> bool:
+    if _missing(planned) or _missing(stored):
+        return _missing(planned) and _missing(stored)
+    return bool(planned == stored)
+
+
+def error_log_csv(normalized: NormalizedNotes, load: LoadResult) -> tuple[bytes, int]:
+    """The error log (SPEC "Validation"): CSV ``legacy_crm_note_id, reason_code, details``
+    for every failed note, every note not attempted after a halt and every dropped
+    attachment; ids and codes only, never content. Returns the bytes and the row count."""
+    rows = [[p.legacy_crm_note_id, p.reason_code, p.details] for p in normalized.failures]
+    rows += [[o.legacy_crm_note_id, o.reason_code, o.details] for o in load.failed]
+    rows += [
+        [o.legacy_crm_note_id, LoadStatus.HALTED, "not attempted after halt"]
+        for o in load.outcomes
+        if o.outcome == Outcome.NOT_ATTEMPTED
+    ]
+    rows += [
+        [f.legacy_crm_note_id, f.reason_code, f"asset={f.asset_id} type={f.attachment_type}"]
+        for f in load.attachment_failures
+    ]
+    frame = pd.DataFrame(rows, columns=ERROR_LOG_COLUMNS).astype(str)
+    return frame.to_csv(index=False, lineterminator="\r\n").encode(), len(rows)
 
 
 def decide_status(
     *,
     halted: bool,
     skipped: bool,
-    match: float | None,
-    failure_pct: float,
+    match_pct: float | None,
+    counts: Counter,
     duplicates: int,
     mismatches: int,
-    match_threshold: float,
-    failure_threshold: float,
-) -> str:
+    match_threshold_pct: float,
+    failure_threshold_pct: float,
+) -> MonitorState:
+    """The CID's final monitor state (PRD §8, SPEC "Validation")."""
     if halted:
-        return rc.HALTED
-    if skipped or match is None:
-        return rc.COMPLETED_WITH_ERRORS
-    if (
-        match >= match_threshold
-        and failure_pct <= failure_threshold
-        and not duplicates
-        and not mismatches
-    ):
-        return rc.COMPLETED_SUCCESS
-    return rc.COMPLETED_WITH_ERRORS
+        return MonitorState.HALTED
+    if skipped or match_pct is None:
+        return MonitorState.COMPLETED_WITH_ERRORS
+    failed = exceeds_failure_threshold(
+        counts[Outcome.FAILED],
+        counts[Outcome.MIGRATED],
+        counts[Outcome.SKIPPED],
+        failure_threshold_pct,
+    )
+    if match_pct >= match_threshold_pct and not failed and not duplicates and not mismatches:
+        return MonitorState.COMPLETED_SUCCESS
+    return MonitorState.COMPLETED_WITH_ERRORS
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What ``validation_report`` read for one CID, besides the two upstream records."""
+
+    source_count: int | None  # in-scope notes recounted in the CRM; None = unavailable
+    target_count: int | None  # migrated notes of the company in CDP; None = unavailable
+    stored: list[dict[str, Any]]  # the migrated documents of the CID's ready notes
+    duplicate_legacy_ids: list[str]
+    error_log_key: str
+    match_threshold_pct: float
+    failure_threshold_pct: float
+    duration_seconds: float
+
+
+def build_report(
+    normalized: NormalizedNotes, load: LoadResult, inputs: ReportInputs
+) -> tuple[ValidationReport, bytes]:
+    """The CID's ``ValidationReport`` and its error-log CSV bytes (pure)."""
+    org = normalized.org
+    skipped = inputs.source_count is None or inputs.target_count is None
+    match = None if skipped else pct(inputs.target_count, inputs.source_count)
+    counts = outcome_counts(normalized, load)
+    mismatches = fidelity_mismatches(normalized.plans, inputs.stored)
+    csv_bytes, error_rows = error_log_csv(normalized, load)
+    ready = normalized.ready
+    report = ValidationReport(
+        cid=org.cid,
+        company_sso_id=org.company_sso_id,
+        status=decide_status(
+            halted=load.status == LoadStatus.HALTED,
+            skipped=skipped,
+            match_pct=match,
+            counts=counts,
+            duplicates=len(inputs.duplicate_legacy_ids),
+            mismatches=len(mismatches),
+            match_threshold_pct=inputs.match_threshold_pct,
+            failure_threshold_pct=inputs.failure_threshold_pct,
+        ),
+        source_count=inputs.source_count,
+        target_count=inputs.target_count,
+        match_pct=match,
+        failure_rate_pct=failure_rate_pct(
+            counts[Outcome.FAILED], counts[Outcome.MIGRATED], counts[Outcome.SKIPPED]
+        ),
+        outcomes={str(k): v for k, v in counts.items()},
+        failed_by_reason={
+            str(k): v for k, v in (normalized.failed_by_reason + load.failed_by_reason).items()
+        },
+        attachments_planned=load.attachments_planned,
+        attachments_copied=load.attachments_copied,
+        attachment_success_pct=pct(load.attachments_copied, load.attachments_planned),
+        owner_resolution_pct=pct(sum(1 for p in ready if p.owner_resolved), len(ready)),
+        checkins_dropped=sum(1 for p in ready if p.checkin_dropped),
+        duplicate_legacy_ids=inputs.duplicate_legacy_ids,
+        fidelity_mismatches=mismatches,
+        validation_skipped=skipped,
+        error_log_key=inputs.error_log_key,
+        error_rows=error_rows,
+        duration_seconds=round(load.duration_seconds + inputs.duration_seconds, 3),
+    )
+    return report, csv_bytes
 
 
 def summary_markdown(report: ValidationReport) -> str:
     """The UI summary: counts, reasons, rates, status. Ids and codes only."""
-    lines = [
-        f"### CID {report.cid}: `{report.status}`",
-        "",
-        "| measure | value |",
-        "|---|---|",
-        f"| source (in-scope, recounted) | {report.source_count} |",
-        f"| target (migrated in CDP) | {report.target_count} |",
-        f"| match_pct | {report.match_pct} |",
-        f"| failure_rate | {report.failure_rate_pct} % |",
+    rows = [
+        ("source (in-scope, recounted)", report.source_count),
+        ("target (migrated in CDP)", report.target_count),
+        ("match_pct", report.match_pct),
+        ("failure_rate", f"{report.failure_rate_pct} %"),
+        *(
+            (name, report.outcomes.get(name, 0))
+            for name in (*FINAL_OUTCOMES, Outcome.NOT_ATTEMPTED)
+        ),
+        (
+            "attachments re-linked",
+            f"{report.attachments_copied} / {report.attachments_planned} "
+            f"({report.attachment_success_pct} %)",
+        ),
+        ("owner resolution", f"{report.owner_resolution_pct} %"),
+        ("check-ins dropped", report.checkins_dropped),
+        ("duplicate legacy ids", len(report.duplicate_legacy_ids)),
+        ("fidelity mismatches", len(report.fidelity_mismatches)),
+        ("duration", f"{report.duration_seconds} s"),
     ]
-    lines += [
-        f"| {name} | {report.outcomes.get(name, 0)} |" for name in (*rc.OUTCOMES, NOT_ATTEMPTED)
-    ]
-    lines += [
-        f"| attachments re-linked | {report.attachments_copied} / {report.attachments_planned} "
-        f"({report.attachment_success_pct} %) |",
-        f"| owner resolution | {report.owner_resolution_pct} % |",
-        f"| check-ins dropped | {report.checkins_dropped} |",
-        f"| duplicate legacy ids | {len(report.duplicate_legacy_ids)} |",
-        f"| fidelity mismatches | {len(report.fidelity_mismatches)} |",
-        f"| duration | {report.duration_seconds} s |",
-        "",
-        "**Failures by reason code**",
-        "",
-    ]
+    lines = [f"### CID {report.cid}: `{report.status}`", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += ["", "**Failures by reason code**", ""]
     if report.failed_by_reason:
         lines += [f"- `{code}`: {n}" for code, n in sorted(report.failed_by_reason.items())]
     else:
         lines.append("- none")
     if report.validation_skipped:
-        lines += ["", f"`{rc.VALIDATION_SKIPPED}`: a count was unavailable after retries."]
+        lines += ["", f"`{RunCode.VALIDATION_SKIPPED}`: a count was unavailable after retries."]
     return "\n".join(lines)

@@ -6,9 +6,9 @@ import dagster as dg
 
 from notes_pipeline.contact_notes import events
 from notes_pipeline.contact_notes.records import CrmExtract
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.core.resources.crm import CrmSource
-from notes_pipeline.core.resources.settings import MigrationSettings
 
 
 def trigger_label(tags: dict[str, str]) -> str:

@@ -6,20 +6,19 @@ from collections.abc import Iterator
 import dagster as dg
 
 from notes_pipeline.contact_notes import events
-from notes_pipeline.contact_notes import reason_codes as rc
 from notes_pipeline.contact_notes.checks import NORMALIZED_CHECKS, normalized_checks
-from notes_pipeline.contact_notes.load import batches
 from notes_pipeline.contact_notes.records import CrmExtract, NormalizedNotes, NotePlan
 from notes_pipeline.contact_notes.rules.plan import (
     PlanRules,
     in_scope_for_lookup,
     plan_note_isolated,
 )
-from notes_pipeline.contact_notes.validation import pct
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
+from notes_pipeline.core.rates import batches
 from notes_pipeline.core.resources.identity import IdentityDirectory, IdentityLookupError
 from notes_pipeline.core.resources.mongo import CdpMongo
-from notes_pipeline.core.resources.settings import MigrationSettings
+from notes_pipeline.core.vocabulary import PlanOutcome
 
 
 @dg.asset(
@@ -68,18 +67,17 @@ def normalized_notes(
             plans.append(plan)
             _emit_plan_events(context, org.cid, plan)
     result = NormalizedNotes(org=org, plans=tuple(plans))
-    reasons = Counter(p.reason_code for p in plans if p.outcome == rc.FAILED)
-    ready = [p for p in plans if p.outcome == rc.READY]
+    ready = result.ready
     metadata = {
         "source_total": len(plans),
         "ready": len(ready),
-        "out_of_scope": result.count(rc.OUT_OF_SCOPE),
+        "out_of_scope": result.count(PlanOutcome.OUT_OF_SCOPE),
         "failed": len(result.failures),
-        "failed_by_reason": dg.MetadataValue.json(dict(reasons)),
+        "failed_by_reason": dg.MetadataValue.json(dict(result.failed_by_reason)),
         "out_of_scope_by_reason": dg.MetadataValue.json(
-            dict(Counter(p.reason_code for p in plans if p.outcome == rc.OUT_OF_SCOPE))
+            dict(Counter(p.reason_code for p in plans if p.outcome == PlanOutcome.OUT_OF_SCOPE))
         ),
-        "contact_coverage_pct": pct(result.in_scope - len(result.contact_misses), result.in_scope),
+        "contact_coverage_pct": result.contact_coverage_pct,
         "owners_unresolved": sum(1 for p in ready if not p.owner_resolved),
         "attachments_planned": sum(len(p.attachments) for p in ready),
         "attachments_dropped": sum(len(p.dropped_attachments) for p in ready),
@@ -91,7 +89,7 @@ def normalized_notes(
 
 def _emit_plan_events(context: dg.AssetExecutionContext, cid: str, plan: NotePlan) -> None:
     log, job_id, legacy_id = events.note_log, context.run.run_id, plan.legacy_crm_note_id
-    if plan.outcome == rc.FAILED:
+    if plan.failed:
         events.emit(
             log,
             events.NOTE_FAILED,
@@ -101,7 +99,7 @@ def _emit_plan_events(context: dg.AssetExecutionContext, cid: str, plan: NotePla
             reason_code=plan.reason_code,
             details=plan.details,
         )
-    elif plan.outcome == rc.READY and not plan.owner_resolved:
+    elif plan.ready and not plan.owner_resolved:
         events.emit(
             log,
             events.OWNER_NOT_RESOLVED,
@@ -110,7 +108,7 @@ def _emit_plan_events(context: dg.AssetExecutionContext, cid: str, plan: NotePla
             legacy_crm_note_id=legacy_id,
             crm_user_id=plan.crm_user_id,
         )
-    if plan.outcome == rc.READY and plan.checkin_dropped:
+    if plan.ready and plan.checkin_dropped:
         events.emit(
             log, events.CHECKIN_DROPPED, job_id=job_id, cid=cid, legacy_crm_note_id=legacy_id
         )

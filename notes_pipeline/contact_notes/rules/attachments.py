@@ -30,9 +30,9 @@ import re
 
 import filetype
 
-from notes_pipeline.contact_notes.reason_codes import ATTACHMENT_EXTRA_VOICE_NOTE
 from notes_pipeline.contact_notes.records import DroppedAttachment, PlannedAttachment
 from notes_pipeline.core.crm_records import CrmAttachment
+from notes_pipeline.core.vocabulary import AttachmentCode
 
 CDP_ATTACHMENT_TYPES = ("image", "doc", "pdf", "video", "voice_note", "xlsx")
 
@@ -162,7 +162,10 @@ def plan_attachments(
         cdp_type = map_attachment_type(att)
         if cdp_type == "voice_note":
             if voice_note is not None:
-                reason, details = ATTACHMENT_EXTRA_VOICE_NOTE, f"voice_note_asset_id={voice_note}"
+                reason, details = (
+                    AttachmentCode.ATTACHMENT_EXTRA_VOICE_NOTE,
+                    f"voice_note_asset_id={voice_note}",
+                )
                 dropped.append(DroppedAttachment(att.asset_id, reason, details))
                 continue
             voice_note = att.asset_id
@@ -176,7 +179,6 @@ def plan_attachments(
                 source_url=att.file_url,
                 cdp_type=cdp_type,
                 file_name=name,
-                declared_size=att.file_size,
                 target_key=key,
                 proxy_url=f"{base}/{key}",
                 content_type=att.content_type,

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import nh3
 
-from notes_pipeline.contact_notes.reason_codes import NOTE_EMPTY, NOTE_TOO_LONG
+from notes_pipeline.contact_notes.reason_codes import NoteCode
 
 MAX_NOTE_CHARS = 10_000
 # html5ever's cost grows quadratically with nesting depth (20,000 nested <div> take ~0.8 s,
@@ -327,18 +327,22 @@ def normalize_note_html(html: str | None) -> str:
     Error details carry lengths only, never content.
     """
     if html is None:
-        raise NoteContentError(NOTE_EMPTY, "length=0")
+        raise NoteContentError(NoteCode.NOTE_EMPTY, "length=0")
     tags = html.count("<")
     if tags > MAX_SOURCE_TAGS:
-        raise NoteContentError(NOTE_TOO_LONG, f"source_tags={tags} limit={MAX_SOURCE_TAGS}")
+        raise NoteContentError(
+            NoteCode.NOTE_TOO_LONG, f"source_tags={tags} limit={MAX_SOURCE_TAGS}"
+        )
     if "<" in html:
         sanitized = sanitize_html(strip_mention_anchors(html))
     else:  # text only: one parse gives a text node, which re-parses to itself
         sanitized = sanitize_html(html)
     if len(sanitized) > MAX_NOTE_CHARS:
-        raise NoteContentError(NOTE_TOO_LONG, f"length={len(sanitized)} limit={MAX_NOTE_CHARS}")
+        raise NoteContentError(
+            NoteCode.NOTE_TOO_LONG, f"length={len(sanitized)} limit={MAX_NOTE_CHARS}"
+        )
     if not has_visible_text(text_content(sanitized)):
-        raise NoteContentError(NOTE_EMPTY, f"source_length={len(html)}")
+        raise NoteContentError(NoteCode.NOTE_EMPTY, f"source_length={len(html)}")
     return sanitized
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from notes_pipeline.contact_notes import reason_codes as rc
+from notes_pipeline.contact_notes.reason_codes import (
+    LEGACY_OWNER_FALLBACK_LABEL,
+    NoteCode,
+    ScopeCode,
+)
 from notes_pipeline.contact_notes.records import NotePlan, OwnerResolution
 from notes_pipeline.contact_notes.rules.attachments import plan_attachments
 from notes_pipeline.contact_notes.rules.html import (
@@ -15,6 +19,7 @@ from notes_pipeline.contact_notes.rules.html import (
 )
 from notes_pipeline.core.crm_records import CrmNote, Organization
 from notes_pipeline.core.timestamps import InvalidTimestamp, TimestampWindow, to_utc
+from notes_pipeline.core.vocabulary import Outcome, PlanOutcome
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,9 @@ class PlanRules:
 def scope_reason(note: CrmNote, allowed_note_type_ids: Collection[int]) -> str | None:
     """Rule 1: Person notes of an allowed type are in scope; otherwise the out-of-scope reason."""
     if note.crm_person_id is None:
-        return rc.NOT_PERSON_NOTE
+        return ScopeCode.NOT_PERSON_NOTE
     if note.crm_note_type_id not in allowed_note_type_ids:
-        return rc.NOTE_TYPE_EXCLUDED
+        return ScopeCode.NOTE_TYPE_EXCLUDED
     return None
 
 
@@ -41,7 +46,7 @@ def resolve_owner(note: CrmNote, sso_by_email: dict[str, str]) -> OwnerResolutio
     sso_id = sso_by_email.get(email) if email else None
     if sso_id:
         return OwnerResolution(owner_id=sso_id, legacy_owner_label=None)
-    label = (note.creator_name or "").strip() or rc.LEGACY_OWNER_FALLBACK_LABEL
+    label = (note.creator_name or "").strip() or LEGACY_OWNER_FALLBACK_LABEL
     return OwnerResolution(owner_id=None, legacy_owner_label=label)
 
 
@@ -57,24 +62,30 @@ def plan_note(
     legacy_id = str(note.id)
     if note.extract_error is not None:
         return NotePlan(
-            legacy_id, rc.FAILED, rc.NOTE_EXTRACT_ERROR, f"exception={note.extract_error}"
+            legacy_id,
+            Outcome.FAILED,
+            NoteCode.NOTE_EXTRACT_ERROR,
+            f"exception={note.extract_error}",
         )
     out_of_scope = scope_reason(note, rules.allowed_note_type_ids)
     if out_of_scope:
-        return NotePlan(legacy_id, rc.OUT_OF_SCOPE, out_of_scope, f"fk_shape={note.fk_shape}")
+        return NotePlan(legacy_id, Outcome.OUT_OF_SCOPE, out_of_scope, f"fk_shape={note.fk_shape}")
     if contact_id is None:
         return NotePlan(
-            legacy_id, rc.FAILED, rc.CONTACT_NOT_MAPPED, f"crm_person_id={note.crm_person_id}"
+            legacy_id,
+            Outcome.FAILED,
+            NoteCode.CONTACT_NOT_MAPPED,
+            f"crm_person_id={note.crm_person_id}",
         )
     try:
         html = normalize_note_html(note.note)
     except NoteContentError as exc:
-        return NotePlan(legacy_id, rc.FAILED, exc.reason_code, exc.details)
+        return NotePlan(legacy_id, Outcome.FAILED, exc.reason_code, exc.details)
     try:
         created_at = to_utc(note.created_at, "created_at", rules.timestamp_window)
         updated_at = to_utc(note.updated_at, "updated_at", rules.timestamp_window)
     except InvalidTimestamp as exc:
-        return NotePlan(legacy_id, rc.FAILED, rc.INVALID_TIMESTAMP, str(exc))
+        return NotePlan(legacy_id, Outcome.FAILED, NoteCode.INVALID_TIMESTAMP, str(exc))
     planned, dropped = plan_attachments(
         org.company_sso_id, legacy_id, list(note.attachments), rules.proxy_base_url
     )
@@ -93,7 +104,7 @@ def plan_note(
         document["legacy_owner_label"] = owner.legacy_owner_label
     return NotePlan(
         legacy_crm_note_id=legacy_id,
-        outcome=rc.READY,
+        outcome=PlanOutcome.READY,
         document=document,
         attachments=tuple(planned),
         dropped_attachments=tuple(dropped),
@@ -122,7 +133,10 @@ def plan_note_isolated(
         return plan_note(note, org=org, contact_id=contact_id, owner=owner, rules=rules)
     except Exception as exc:  # noqa: BLE001 - one note fails alone, with a reason code
         return NotePlan(
-            str(note.id), rc.FAILED, rc.NOTE_TRANSFORM_ERROR, f"exception={type(exc).__name__}"
+            str(note.id),
+            Outcome.FAILED,
+            NoteCode.NOTE_TRANSFORM_ERROR,
+            f"exception={type(exc).__name__}",
         )
 
 

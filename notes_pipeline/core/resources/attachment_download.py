@@ -40,11 +40,7 @@ from typing import Any, NamedTuple
 import httpcore
 import httpx
 
-from notes_pipeline.contact_notes.reason_codes import (
-    ATTACHMENT_DOWNLOAD_FAILED,
-    ATTACHMENT_SSRF_BLOCKED,
-    ATTACHMENT_TOO_LARGE,
-)
+from notes_pipeline.core.vocabulary import AttachmentCode
 
 Resolver = Callable[..., Iterable[Any]]
 Clock = Callable[[], float]
@@ -166,11 +162,11 @@ class AttachmentError(Exception):
 
 
 def _blocked(details: str) -> AttachmentError:
-    return AttachmentError(ATTACHMENT_SSRF_BLOCKED, details)
+    return AttachmentError(AttachmentCode.ATTACHMENT_SSRF_BLOCKED, details)
 
 
 def _failed(details: str) -> AttachmentError:
-    return AttachmentError(ATTACHMENT_DOWNLOAD_FAILED, details)
+    return AttachmentError(AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED, details)
 
 
 # --- addresses --------------------------------------------------------------------------------
@@ -375,7 +371,9 @@ def check_url(
     ``AttachmentError`` (ATTACHMENT_SSRF_BLOCKED, or ATTACHMENT_DOWNLOAD_FAILED for DNS
     failures), for any input.
     """
-    _only_attachment_errors(ATTACHMENT_SSRF_BLOCKED, lambda: _vet(url, allowed_hosts, resolver))
+    _only_attachment_errors(
+        AttachmentCode.ATTACHMENT_SSRF_BLOCKED, lambda: _vet(url, allowed_hosts, resolver)
+    )
 
 
 # --- the deadline -----------------------------------------------------------------------------
@@ -734,7 +732,9 @@ class GuardedDownloader:
         received or decoded bytes), ATTACHMENT_DOWNLOAD_FAILED (status, network, deadline,
         encoding, anything unexpected), for any input.
         """
-        return _only_attachment_errors(ATTACHMENT_DOWNLOAD_FAILED, lambda: self._download(url))
+        return _only_attachment_errors(
+            AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED, lambda: self._download(url)
+        )
 
     def _download(self, url: object) -> tuple[bytes, str | None]:
         start = self._clock()
@@ -800,7 +800,8 @@ class GuardedDownloader:
             received += len(chunk)
             if received > self.max_bytes:
                 raise AttachmentError(
-                    ATTACHMENT_TOO_LARGE, f"reason=body_over_cap max_bytes={self.max_bytes}"
+                    AttachmentCode.ATTACHMENT_TOO_LARGE,
+                    f"reason=body_over_cap max_bytes={self.max_bytes}",
                 )
             budget.check()
             yield chunk
@@ -818,7 +819,7 @@ class GuardedDownloader:
         declared = response.headers.get("content-length", "").strip()
         if declared.isdigit() and int(declared) > self.max_bytes:
             details = f"content_length={declared} max_bytes={self.max_bytes}"
-            raise AttachmentError(ATTACHMENT_TOO_LARGE, details)
+            raise AttachmentError(AttachmentCode.ATTACHMENT_TOO_LARGE, details)
         codings = _content_codings(response)
         body = io.BytesIO()
         size = 0
@@ -827,7 +828,7 @@ class GuardedDownloader:
             if size > self.max_bytes:
                 word = "decoded_over_cap" if codings else "body_over_cap"
                 raise AttachmentError(
-                    ATTACHMENT_TOO_LARGE, f"reason={word} max_bytes={self.max_bytes}"
+                    AttachmentCode.ATTACHMENT_TOO_LARGE, f"reason={word} max_bytes={self.max_bytes}"
                 )
             body.write(piece)
             budget.check()

@@ -14,14 +14,14 @@ import psycopg2.extras
 import tenacity
 from pydantic import Field, PrivateAttr
 
-from notes_pipeline.contact_notes.reason_codes import CRM_EXTRACT_FAILED
 from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
+from notes_pipeline.core.vocabulary import RunCode
 
 
 class CrmExtractError(Exception):
     """Extraction failed after the retry budget (reason CRM_EXTRACT_FAILED)."""
 
-    reason_code = CRM_EXTRACT_FAILED
+    reason_code = RunCode.CRM_EXTRACT_FAILED
 
 
 class CrmSource(dg.ConfigurableResource):
@@ -189,7 +189,7 @@ def _read_row(org: int, note_id: Any, convert: Callable[..., CrmNote], *args: An
             identifier = int(note_id)
         except (TypeError, ValueError):
             raise CrmExtractError(
-                f"{CRM_EXTRACT_FAILED}: a note without an integer id ({type(exc).__name__})"
+                f"{RunCode.CRM_EXTRACT_FAILED}: a note without an integer id ({type(exc).__name__})"
             ) from None
         return CrmNote.unreadable(identifier, org, exc)
 
@@ -284,7 +284,7 @@ class HttpCrmSource(CrmSource):
                 return retrying(_get_json, client, path, params)
             except (_RetryableResponse, _FinalResponse) as exc:
                 raise CrmExtractError(
-                    f"{CRM_EXTRACT_FAILED}: GET {path} failed ({exc.args[0]})"
+                    f"{RunCode.CRM_EXTRACT_FAILED}: GET {path} failed ({exc.args[0]})"
                 ) from None
 
     def list_cids_with_person_notes(self) -> list[str]:

@@ -13,13 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from notes_pipeline.contact_notes.reason_codes import ATTACHMENT_DOWNLOAD_FAILED
 from notes_pipeline.core.crm_records import CrmNote, Organization
 from notes_pipeline.core.resources.attachment_download import AttachmentError
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.identity import IdentityDirectory
 from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.vocabulary import AttachmentCode
 
 
 @dataclass
@@ -140,7 +140,7 @@ class InMemoryDownloader:
     def download(self, url: str) -> tuple[bytes, str | None]:
         """Body and content type; ``AttachmentError(ATTACHMENT_DOWNLOAD_FAILED)`` if absent."""
         if url not in self._store.files:
-            raise AttachmentError(ATTACHMENT_DOWNLOAD_FAILED, "status=404")
+            raise AttachmentError(AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED, "status=404")
         return self._store.files[url]
 
     def close(self) -> None:
@@ -158,9 +158,6 @@ class InMemoryAttachmentStorage(AttachmentStorage):
 
     def put(self, key: str, data: bytes, content_type: str | None) -> None:
         in_memory_store(self.store).objects[key] = bytes(data)
-
-    def get(self, key: str) -> bytes:
-        return in_memory_store(self.store).objects[key]
 
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(k for k in in_memory_store(self.store).objects if k.startswith(prefix))
@@ -183,16 +180,3 @@ class InMemoryIdentityDirectory(IdentityDirectory):
     def _lookup(self, company_sso_id: str, emails: list[str]) -> dict[str, str]:
         users = in_memory_store(self.store).sso_users.get(company_sso_id, {})
         return {email: users[email] for email in emails if email in users}
-
-
-def in_memory_resources(store: str = "default", **settings: Any) -> dict[str, Any]:
-    """Every resource of the code location, in memory (``settings``: MigrationSettings)."""
-    from notes_pipeline.core.resources.settings import MigrationSettings
-
-    return {
-        "crm": InMemoryCrmSource(store=store),
-        "cdp_mongo": InMemoryCdpMongo(store=store),
-        "attachment_storage": InMemoryAttachmentStorage(store=store),
-        "identity": InMemoryIdentityDirectory(store=store),
-        "settings": MigrationSettings(**settings),
-    }

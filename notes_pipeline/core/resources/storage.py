@@ -51,9 +51,6 @@ class AttachmentStorage(dg.ConfigurableResource):
         extra = {"ContentType": content_type} if content_type else {}
         self.client().put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
-    def get(self, key: str) -> bytes:
-        return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
         paginator = self.client().get_paginator("list_objects_v2")

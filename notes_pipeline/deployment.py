@@ -42,17 +42,24 @@ up front and Dagster names the missing variable when a run starts (``dg.EnvVar``
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
+from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.resources.crm import CrmSource, HttpCrmSource, PostgresCrmSource
 from notes_pipeline.core.resources.identity import (
     HttpIdentityDirectory,
     IdentityDirectory,
     PostgresIdentityDirectory,
 )
+from notes_pipeline.core.resources.in_memory import (
+    InMemoryAttachmentStorage,
+    InMemoryCdpMongo,
+    InMemoryCrmSource,
+    InMemoryIdentityDirectory,
+)
 from notes_pipeline.core.resources.mongo import CdpMongo
-from notes_pipeline.core.resources.settings import MigrationSettings
 from notes_pipeline.core.resources.storage import AttachmentStorage
 
 ENV = "NOTES_PIPELINE_ENV"
@@ -182,3 +189,14 @@ def resources_for_environment(
             tuple(name for name, _ in req.missing),
         )
     return resources
+
+
+def in_memory_resources(store: str = "default", **settings: Any) -> dict[str, Any]:
+    """Every resource of the code location, in memory (``settings``: MigrationSettings)."""
+    return {
+        "crm": InMemoryCrmSource(store=store),
+        "cdp_mongo": InMemoryCdpMongo(store=store),
+        "attachment_storage": InMemoryAttachmentStorage(store=store),
+        "identity": InMemoryIdentityDirectory(store=store),
+        "settings": MigrationSettings(**settings),
+    }

@@ -1,0 +1,143 @@
+"""The typed contract between what a family's assets write as Dagster metadata and what the
+monitor state (``core.status``) reads: one dataclass per writer, ``to_metadata()`` /
+``from_metadata()``. An absent value is an absent key, never a sentinel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import dagster as dg
+
+from notes_pipeline.core.vocabulary import LoadStatus, MonitorState
+
+
+def _raw(metadata: Mapping[str, Any], key: str) -> Any:
+    entry = metadata.get(key)
+    return getattr(entry, "value", entry)
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """Observed on the load asset after each batch: records written so far of those planned."""
+
+    records_processed: int
+    records_total: int
+
+    @property
+    def progress_pct(self) -> float:
+        """``records_processed / records_total`` in percent (1 decimal; 0.0 when nothing)."""
+        return (
+            round(self.records_processed / self.records_total * 100, 1)
+            if self.records_total
+            else 0.0
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"records_processed": self.records_processed, "records_total": self.records_total}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> LoadProgress:
+        return cls(
+            int(_raw(metadata, "records_processed") or 0), int(_raw(metadata, "records_total") or 0)
+        )
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """On the load asset's materialization: how the load ended and its failure rate (%)."""
+
+    status: LoadStatus
+    load_failure_rate_pct: float
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"status": str(self.status), "load_failure_rate_pct": self.load_failure_rate_pct}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> LoadSummary:
+        return cls(
+            LoadStatus(_raw(metadata, "status")),
+            float(_raw(metadata, "load_failure_rate_pct") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """On the report's materialization: the CID's final state, counts by outcome, rates."""
+
+    status: MonitorState
+    outcomes: dict[str, int]
+    failure_rate_pct: float
+    match_pct: float | None = None
+    source_count: int | None = None
+    target_count: int | None = None
+    error_log_url: str | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        values = _present(
+            {
+                "status": str(self.status),
+                "outcomes": dg.MetadataValue.json(dict(self.outcomes)),
+                "failure_rate_pct": self.failure_rate_pct,
+                "match_pct": self.match_pct,
+                "source_count": self.source_count,
+                "target_count": self.target_count,
+            }
+        )
+        if self.error_log_url is not None:
+            values["error_log"] = dg.MetadataValue.url(self.error_log_url)
+        return values
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ReportSummary:
+        def optional(key: str, kind: type) -> Any:
+            value = _raw(metadata, key)
+            return None if value is None else kind(value)
+
+        return cls(
+            status=MonitorState(_raw(metadata, "status")),
+            outcomes={k: int(v) for k, v in (_raw(metadata, "outcomes") or {}).items()},
+            failure_rate_pct=float(_raw(metadata, "failure_rate_pct") or 0.0),
+            match_pct=optional("match_pct", float),
+            source_count=optional("source_count", int),
+            target_count=optional("target_count", int),
+            error_log_url=optional("error_log", str),
+        )
+
+
+ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class RollbackSummary:
+    """Observed on the report asset by a rollback: what it removed (counts per kind)."""
+
+    cid: str
+    records_removed: int
+    removed_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "status": ROLLED_BACK,
+            "cid": self.cid,
+            "records_removed": self.records_removed,
+            **self.removed_by_kind,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> RollbackSummary | None:
+        """The summary, or None when the observation is not a rollback."""
+        if _raw(metadata, "status") != ROLLED_BACK:
+            return None
+        known = {f.name for f in fields(cls)} | {"status"}
+        return cls(
+            cid=str(_raw(metadata, "cid")),
+            records_removed=int(_raw(metadata, "records_removed") or 0),
+            removed_by_kind={k: int(_raw(metadata, k)) for k in metadata if k not in known},
+        )
