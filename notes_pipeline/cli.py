@@ -86,6 +86,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `notes-migration` entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="notes-migration", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="PRD monitor state per CID")

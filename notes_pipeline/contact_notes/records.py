@@ -43,6 +43,7 @@ class OwnerResolution:
 
     @property
     def resolved(self) -> bool:
+        """True when the owner is an SSO uuid (not a label)."""
         return self.owner_id is not None
 
 
@@ -64,10 +65,12 @@ class NotePlan:
 
     @property
     def ready(self) -> bool:
+        """The plan's document is to be written."""
         return self.outcome == PlanOutcome.READY
 
     @property
     def failed(self) -> bool:
+        """The note failed a rule; ``reason_code`` says which."""
         return self.outcome == PlanOutcome.FAILED
 
 
@@ -112,10 +115,12 @@ class LoadResult:
 
     @property
     def failed(self) -> list[NoteOutcome]:
+        """Notes whose write failed (BATCH_INSERT_FAILED)."""
         return [o for o in self.outcomes if o.outcome == Outcome.FAILED]
 
     @property
     def failed_by_reason(self) -> Counter:
+        """Write failures per reason code."""
         return Counter(o.reason_code for o in self.failed)
 
     @property
@@ -147,22 +152,27 @@ class NormalizedNotes:
 
     @property
     def ready(self) -> list[NotePlan]:
+        """Plans to write, in source order."""
         return [p for p in self.plans if p.ready]
 
     @property
     def failures(self) -> list[NotePlan]:
+        """Plans that failed a rule."""
         return [p for p in self.plans if p.failed]
 
     @property
     def failed_by_reason(self) -> Counter:
+        """Planning failures per reason code."""
         return Counter(p.reason_code for p in self.failures)
 
     @property
     def in_scope(self) -> int:
+        """Source notes not out of scope (SPEC rule 1)."""
         return len(self.plans) - self.count(PlanOutcome.OUT_OF_SCOPE)
 
     @property
     def contact_misses(self) -> list[str]:
+        """Legacy ids of the notes whose contact is not in CDP (CONTACT_NOT_MAPPED)."""
         return [
             p.legacy_crm_note_id for p in self.plans if p.reason_code == NoteCode.CONTACT_NOT_MAPPED
         ]

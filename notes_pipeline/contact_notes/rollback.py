@@ -31,6 +31,10 @@ def rollback_cid_op(
     cdp_mongo: CdpMongo,
     attachment_storage: AttachmentStorage,
 ) -> dg.Output[dict]:
+    """Delete the CID's migrated notes and copied attachments; observe ``rolled_back``.
+
+    Raises ``dg.Failure`` without the confirmation phrase (nothing deleted).
+    """
     require_confirmation(config)
     org = crm.get_organization(config.cid)
     notes_deleted = cdp_mongo.delete_migrated(org.company_sso_id)
@@ -59,4 +63,5 @@ def rollback_cid_op(
 
 @dg.job(description="Roll back one CID (requires confirm: 'ROLLBACK <cid>' in run config).")
 def rollback_cid():
+    """Roll back one CID (run config: ``cid`` and ``confirm``)."""
     rollback_cid_op()

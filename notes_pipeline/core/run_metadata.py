@@ -40,10 +40,12 @@ class LoadProgress:
         )
 
     def to_metadata(self) -> dict[str, Any]:
+        """The Dagster metadata entries this record writes (absent values left out)."""
         return {"records_processed": self.records_processed, "records_total": self.records_total}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> LoadProgress:
+        """Read back what ``to_metadata`` wrote (missing keys → defaults or None)."""
         return cls(
             int(_raw(metadata, "records_processed") or 0), int(_raw(metadata, "records_total") or 0)
         )
@@ -57,10 +59,12 @@ class LoadSummary:
     load_failure_rate_pct: float
 
     def to_metadata(self) -> dict[str, Any]:
+        """The Dagster metadata entries this record writes (absent values left out)."""
         return {"status": str(self.status), "load_failure_rate_pct": self.load_failure_rate_pct}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> LoadSummary:
+        """Read back what ``to_metadata`` wrote (missing keys → defaults or None)."""
         return cls(
             LoadStatus(_raw(metadata, "status")),
             float(_raw(metadata, "load_failure_rate_pct") or 0.0),
@@ -80,6 +84,7 @@ class ReportSummary:
     error_log_url: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
+        """The Dagster metadata entries this record writes (absent values left out)."""
         values = _present(
             {
                 "status": str(self.status),
@@ -96,6 +101,8 @@ class ReportSummary:
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ReportSummary:
+        """Read back what ``to_metadata`` wrote (missing keys → defaults or None)."""
+
         def optional(key: str, kind: type) -> Any:
             value = _raw(metadata, key)
             return None if value is None else kind(value)
@@ -123,6 +130,7 @@ class RollbackSummary:
     removed_by_kind: dict[str, int] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, Any]:
+        """The Dagster metadata entries this record writes (absent values left out)."""
         return {
             "status": ROLLED_BACK,
             "cid": self.cid,

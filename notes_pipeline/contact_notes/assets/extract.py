@@ -30,6 +30,11 @@ def trigger_label(tags: dict[str, str]) -> str:
 def crm_notes_raw(
     context: dg.AssetExecutionContext, crm: CrmSource, settings: MigrationSettings
 ) -> dg.Output[CrmExtract]:
+    """``CrmExtract`` of the partition's CID (every note, any kind, in id order).
+
+    Raises ``LookupError`` for an unknown CID and ``CrmExtractError`` (CRM_EXTRACT_FAILED)
+    when the CRM cannot be read; a row that cannot be converted becomes NOTE_EXTRACT_ERROR.
+    """
     cid = context.partition_key
     events.emit(
         context.log,

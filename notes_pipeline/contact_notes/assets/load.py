@@ -32,6 +32,10 @@ def cdp_notes_loaded(
     attachment_storage: AttachmentStorage,
     settings: MigrationSettings,
 ) -> Iterator[dg.Output[LoadResult] | dg.AssetCheckResult]:
+    """``LoadResult`` of writing the ready notes in batches (SPEC "Loading"), then gate 3.
+
+    Raises ``dg.Failure`` (FLAG_DISABLED) when the CID's flag is off; nothing is written.
+    """
     org = normalized_notes.org
     if not settings.is_enabled(org.cid):
         raise dg.Failure(

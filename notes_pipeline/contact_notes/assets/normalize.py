@@ -37,6 +37,7 @@ def normalized_notes(
     identity: IdentityDirectory,
     settings: MigrationSettings,
 ) -> Iterator[dg.Output[NormalizedNotes] | dg.AssetCheckResult]:
+    """``NormalizedNotes``: one plan per source note (SPEC rules 1-7), then the blocking gates."""
     org = crm_notes_raw.org
     rules = PlanRules(
         frozenset(settings.allowed_note_type_ids),

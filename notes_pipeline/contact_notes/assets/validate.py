@@ -41,6 +41,7 @@ def validation_report(
     attachment_storage: AttachmentStorage,
     settings: MigrationSettings,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
+    """``ValidationReport`` of the CID (SPEC "Validation"); writes the error-log CSV."""
     started = time.monotonic()
     org = normalized_notes.org
     ready_ids = [p.legacy_crm_note_id for p in normalized_notes.ready]

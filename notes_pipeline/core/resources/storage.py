@@ -48,10 +48,12 @@ class AttachmentStorage(dg.ConfigurableResource):
         )
 
     def put(self, key: str, data: bytes, content_type: str | None) -> None:
+        """Write ``data`` at ``key`` (content type set when given); boto3 errors propagate."""
         extra = {"ContentType": content_type} if content_type else {}
         self.client().put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
     def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, all pages."""
         keys: list[str] = []
         paginator = self.client().get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -59,6 +61,7 @@ class AttachmentStorage(dg.ConfigurableResource):
         return keys
 
     def delete_keys(self, keys: list[str]) -> int:
+        """Delete ``keys`` (1,000 per request); returns how many were asked for."""
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
             self.client().delete_objects(
@@ -67,4 +70,5 @@ class AttachmentStorage(dg.ConfigurableResource):
         return len(keys)
 
     def location(self, key: str) -> str:
+        """``s3://bucket/key``, for metadata and error-log links."""
         return f"s3://{self.bucket}/{key}"
