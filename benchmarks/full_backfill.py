@@ -659,9 +659,10 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
 def outcome_summary(instance, cids: list[str]) -> dict:
     import dagster as dg
 
+    from notes_pipeline.contact_notes.definitions import STATUS_ASSETS
     from notes_pipeline.core.status import all_statuses
 
-    statuses = [s for s in all_statuses(instance) if s.cid in set(cids)]
+    statuses = [s for s in all_statuses(instance, STATUS_ASSETS) if s.cid in set(cids)]
     by_status: dict[str, int] = {}
     for s in statuses:
         by_status[s.status] = by_status.get(s.status, 0) + 1

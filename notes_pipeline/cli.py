@@ -1,4 +1,5 @@
-"""`notes-migration`: Ops commands outside the UI (status, CID registration, index down-step)."""
+"""`notes-migration`: Ops commands outside the UI (status, the HTTP monitor API, CID registration,
+index down-step)."""
 
 from __future__ import annotations
 
@@ -9,36 +10,15 @@ import sys
 
 import dagster as dg
 
+from notes_pipeline.activity_logs.settings import ActivityLogSettings
 from notes_pipeline.core.discovery import new_cids
+from notes_pipeline.core.overview import overview_rows, overview_text
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.resources.crm import PostgresCrmSource
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.mongo_indexes import CONTACT_NOTES_INDEX_NAME
-from notes_pipeline.core.status import CidStatus, all_statuses, cid_status
+from notes_pipeline.core.status import all_statuses, cid_status
 from notes_pipeline.definitions import FAMILIES
-
-COLUMNS = (
-    "cid",
-    "status",
-    "progress_pct",
-    "notes_processed",
-    "notes_total",
-    "failure_rate",
-    "match_pct",
-)
-
-
-def _table(rows: list[CidStatus]) -> str:
-    data = [
-        [str(getattr(r, c)) if getattr(r, c) is not None else "-" for c in COLUMNS] for r in rows
-    ]
-    widths = [
-        max(len(c), *(len(row[i]) for row in data)) if data else len(c)
-        for i, c in enumerate(COLUMNS)
-    ]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in data]
-    return "\n".join(lines)
 
 
 def _status_assets(family: str):
@@ -46,7 +26,8 @@ def _status_assets(family: str):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the PRD §8 monitor state of one CID or of every registered CID."""
+    """Print the PRD §8 monitor state of one CID or of every registered CID: the overview
+    table of ``migration_overview`` (``core.overview``), or with ``--json`` every field."""
     instance = dg.DagsterInstance.get()
     assets = _status_assets(args.family)
     if args.all:
@@ -59,7 +40,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_dict() for r in rows] if args.all else rows[0].as_dict()))
     else:
-        print(_table(rows))
+        print(overview_text(overview_rows(rows, assets)))
     return 0
 
 
@@ -74,14 +55,43 @@ def cmd_drop_index(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    """Add a partition for each CRM account with Person notes (as the discovery sensor does)."""
+    """Add a partition for each CRM account with Person notes or in-scope audits (as the
+    discovery sensor does; audits read with ``NOTES_PIPELINE_CRM_AUDIT_DSN``, else the CRM
+    DSN, and the default ``auditable_kinds``)."""
     instance = dg.DagsterInstance.get()
     crm = PostgresCrmSource(dsn=os.environ["NOTES_PIPELINE_CRM_DSN"])
-    added = new_cids(crm, instance)
+    audit_dsn = os.environ.get("NOTES_PIPELINE_CRM_AUDIT_DSN", "").strip()
+    crm_audits = PostgresCrmSource(dsn=audit_dsn) if audit_dsn else crm
+    kinds = ActivityLogSettings().discovery_auditable_kinds()
+    added = new_cids(crm, instance, crm_audits, kinds)
     if added:
         instance.add_dynamic_partitions(cid_partitions.name, added)
     total = len(instance.get_dynamic_partitions(cid_partitions.name))
     print(json.dumps({"added": added, "total": total}))
+    return 0
+
+
+def cmd_serve_status(args: argparse.Namespace) -> int:
+    """Serve the HTTP monitor API (``core.status_api``) of every family with a status route on
+    ``--host``/``--port``, reading the Dagster instance of ``DAGSTER_HOME``. Refuses to start
+    (exit 2) without ``NOTES_PIPELINE_STATUS_USER`` and ``NOTES_PIPELINE_STATUS_PASSWORD``."""
+    import uvicorn
+
+    from notes_pipeline.core.status_api import (
+        MissingCredentials,
+        create_app,
+        credentials_from_env,
+        status_routes,
+    )
+
+    try:
+        user, password = credentials_from_env(os.environ)
+    except MissingCredentials as exc:
+        print(f"serve-status: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    routes = status_routes([f.STATUS_ASSETS for f in FAMILIES])
+    app = create_app(dg.DagsterInstance.get(), routes, user=user, password=password)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -101,12 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the migration family (default contact_notes)",
     )
     status.set_defaults(func=cmd_status)
-    register = sub.add_parser("register-cids", help="add a partition per CID with Person notes")
+    register = sub.add_parser(
+        "register-cids", help="add a partition per CID with Person notes or in-scope audits"
+    )
     register.set_defaults(func=cmd_register)
     drop = sub.add_parser(
         "drop-index", help="down-step: drop contact_notes' idempotency index (data untouched)"
     )
     drop.set_defaults(func=cmd_drop_index)
+    serve = sub.add_parser(
+        "serve-status", help="HTTP monitor API: GET /private/notes/migration/status?cid="
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8090)
+    serve.set_defaults(func=cmd_serve_status)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -5,12 +5,14 @@ import os
 
 import dagster as dg
 
+from notes_pipeline.activity_logs import definitions as activity_logs
 from notes_pipeline.contact_notes import definitions as contact_notes
+from notes_pipeline.core.alerts import alert_channels_from_env
 from notes_pipeline.core.discovery import cid_discovery_sensor
 from notes_pipeline.deployment import resources_for_environment
 
 #: the families of this code location, each with its ``defs`` and ``STATUS_ASSETS``
-FAMILIES = (contact_notes,)
+FAMILIES = (contact_notes, activity_logs)
 
 
 def env_resources() -> dict[str, object]:
@@ -24,7 +26,8 @@ defs = dg.Definitions.merge(
     *(family.defs for family in FAMILIES),
     dg.Definitions(
         sensors=[cid_discovery_sensor],
-        resources=env_resources(),
+        # PRD §12 alert channels (core.alerts): each on only when its variables are set
+        resources={**env_resources(), "alerts": alert_channels_from_env(os.environ)},
         executor=dg.in_process_executor,
     ),
 )

@@ -18,6 +18,11 @@ variable                            meaning
 ``NOTES_PIPELINE_CRM_SOURCE``       ``postgres`` (default): ``PostgresCrmSource`` on
                                     ``NOTES_PIPELINE_CRM_DSN``; ``http``: ``HttpCrmSource``
                                     on ``NOTES_PIPELINE_CRM_API_URL`` + ``CRM_API_AUTH``
+``NOTES_PIPELINE_CRM_AUDIT_DSN``    optional: read-only DSN of the CRM ``audits``, ``users``
+                                    and owner tables (SPEC-activity-logs §2 [N22]):
+                                    ``crm_audits`` = ``PostgresCrmSource`` on it. Unset or
+                                    empty: ``crm_audits`` is ``crm`` (with the HTTP CRM
+                                    source: no audits until the DSN is granted, OQ-1)
 ``NOTES_PIPELINE_MONGO_URI``,       CDP MongoDB and database (required)
 ``NOTES_PIPELINE_MONGO_DB``
 ``NOTES_PIPELINE_CDP_BUCKET``       CDP bucket (required)
@@ -46,6 +51,7 @@ from typing import Any
 
 import dagster as dg
 
+from notes_pipeline.activity_logs.settings import ActivityLogSettings
 from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.resources.crm import CrmSource, HttpCrmSource, PostgresCrmSource
 from notes_pipeline.core.resources.identity import (
@@ -70,6 +76,7 @@ IDENTITY_URL = "NOTES_PIPELINE_IDENTITY_URL"
 IDENTITY_TOKEN = "NOTES_PIPELINE_IDENTITY_TOKEN"
 IDENTITY_DSN = "NOTES_PIPELINE_IDENTITY_DSN"
 CRM_DSN = "NOTES_PIPELINE_CRM_DSN"
+CRM_AUDIT_DSN = "NOTES_PIPELINE_CRM_AUDIT_DSN"
 CRM_API_URL = "NOTES_PIPELINE_CRM_API_URL"
 CRM_API_AUTH = "CRM_API_AUTH"
 S3_ENDPOINT_URL = "NOTES_PIPELINE_S3_ENDPOINT_URL"
@@ -146,11 +153,25 @@ def _select_crm(environ: Mapping[str, str], req: _Requirements) -> CrmSource:
     return PostgresCrmSource(dsn=req.env(CRM_DSN, "crm: read-only PostgreSQL DSN of the CRM"))
 
 
+def _select_crm_audits(environ: Mapping[str, str], req: _Requirements, crm: CrmSource) -> CrmSource:
+    """The activity-log family's CRM source (SPEC-activity-logs §2, Decision 11: a direct
+    read-only DSN): ``PostgresCrmSource`` on ``NOTES_PIPELINE_CRM_AUDIT_DSN`` [N22], else the
+    notes family's ``crm`` when that is PostgreSQL (same DSN). With the HTTP CRM source and no
+    audit DSN it is that HTTP source, which has no audits: discovery then finds CIDs by notes
+    only and an activity-log run fails ``CRM_EXTRACT_FAILED`` (OQ-1: no grant, no run) —
+    the notes family keeps working without the audit grant."""
+    audit_dsn = req.optional(CRM_AUDIT_DSN)
+    if audit_dsn is not None:
+        return PostgresCrmSource(dsn=audit_dsn)
+    return crm
+
+
 def resources_for_environment(
     environ: Mapping[str, str], *, check: bool | None = None
 ) -> dict[str, object]:
-    """The five resources (``crm``, ``cdp_mongo``, ``attachment_storage``, ``identity``,
-    ``settings``) for the deployment ``environ`` describes (see the module table).
+    """The seven resources (``crm``, ``crm_audits``, ``cdp_mongo``, ``attachment_storage``,
+    ``identity``, ``settings``, ``activity_log_settings``) for the deployment ``environ``
+    describes (see the module table).
 
     Pure: reads only ``environ`` (no network, no files). Raises ``ResourceSelectionError`` for
     a switch with an unknown value and, when ``check`` (default: ``NOTES_PIPELINE_ENV`` is
@@ -158,8 +179,10 @@ def resources_for_environment(
     """
     deployment = _choice(environ, ENV, ENVIRONMENTS)
     req = _Requirements(environ)
+    crm = _select_crm(environ, req)
     resources: dict[str, object] = {
-        "crm": _select_crm(environ, req),
+        "crm": crm,
+        "crm_audits": _select_crm_audits(environ, req, crm),
         "cdp_mongo": CdpMongo(
             uri=req.env("NOTES_PIPELINE_MONGO_URI", "cdp_mongo: MongoDB URI"),
             database=req.env("NOTES_PIPELINE_MONGO_DB", "cdp_mongo: database name"),
@@ -179,6 +202,8 @@ def resources_for_environment(
                 "NOTES_PIPELINE_CDP_PROXY_BASE_URL", "settings: CDP attachment proxy base URL"
             ),
         ),
+        # defaults of SPEC-activity-logs; per-run changes in the Launchpad
+        "activity_log_settings": ActivityLogSettings(),
     }
     if check is None:
         check = ENV in environ
@@ -191,12 +216,19 @@ def resources_for_environment(
     return resources
 
 
-def in_memory_resources(store: str = "default", **settings: Any) -> dict[str, Any]:
-    """Every resource of the code location, in memory (``settings``: MigrationSettings)."""
+def in_memory_resources(
+    store: str = "default",
+    activity_log_settings: dict[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Every resource of the code location, in memory (``settings``: MigrationSettings
+    fields; ``activity_log_settings``: ActivityLogSettings fields)."""
     return {
         "crm": InMemoryCrmSource(store=store),
+        "crm_audits": InMemoryCrmSource(store=store),
         "cdp_mongo": InMemoryCdpMongo(store=store),
         "attachment_storage": InMemoryAttachmentStorage(store=store),
         "identity": InMemoryIdentityDirectory(store=store),
         "settings": MigrationSettings(**settings),
+        "activity_log_settings": ActivityLogSettings(**(activity_log_settings or {})),
     }

@@ -15,6 +15,7 @@ from notes_pipeline.core.resources.crm import PostgresCrmSource
 from notes_pipeline.core.resources.identity import HttpIdentityDirectory
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.status import FORCE_RERUN_TAG
 
 
 def cdp_db():
@@ -60,7 +61,10 @@ def run_cid(
     *,
     instance: dg.DagsterInstance | None = None,
     raise_on_error: bool = True,
+    force_rerun: bool = False,
 ) -> dg.ExecuteInProcessResult:
+    """The four assets for ``cid``; ``force_rerun`` adds the run tag that lets a
+    completed_success CID load again (else its load refuses with ALREADY_MIGRATED)."""
     instance = instance or dg.DagsterInstance.get()
     if cid not in instance.get_dynamic_partitions(cid_partitions.name):
         instance.add_dynamic_partitions(cid_partitions.name, [cid])
@@ -70,6 +74,7 @@ def run_cid(
         resources=resources,
         instance=instance,
         raise_on_error=raise_on_error,
+        tags={FORCE_RERUN_TAG: "true"} if force_rerun else None,
     )
 
 

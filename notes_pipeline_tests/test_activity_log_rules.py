@@ -1671,6 +1671,7 @@ def test_code_vocabulary_matches_the_spec():
         "FLAG_DISABLED",
         "CRM_EXTRACT_FAILED",
         "VALIDATION_SKIPPED",
+        "ALREADY_MIGRATED",  # core, PRD S01 ERR-2 (issue #11)
         "JOB_ALREADY_RUNNING",
         "PREREQ_FAILED",
         "ROLLBACK_NOT_FOUND",

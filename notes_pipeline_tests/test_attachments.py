@@ -562,10 +562,15 @@ def _ctx(data: bytes, served: str | None = "application/octet-stream"):
 
 
 @pytest.mark.parametrize(
-    ("head", "expected_type"),
-    [(PNG, "image"), (PDF, "pdf"), (XLSX, "xlsx"), (AVIS_MSF1, "image")],
+    ("head", "expected_type", "stored_type"),
+    [
+        (PNG, "image", "image/png"),
+        (PDF, "pdf", "application/pdf"),
+        (XLSX, "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (AVIS_MSF1, "image", "image/avif"),
+    ],
 )
-def test_copy_attachment_writes_the_sniffed_type(head, expected_type):
+def test_copy_attachment_writes_the_sniffed_type(head, expected_type, stored_type):
     att = planned()
     ctx = _ctx(head + b"\x00" * 100)
     entry = copy_attachment(ctx, None, att)
@@ -575,7 +580,16 @@ def test_copy_attachment_writes_the_sniffed_type(head, expected_type):
         "file_name": "blob",
         "file_size_in_byte": len(head) + 100,
     }
-    assert ctx.storage.put_calls == [(att.target_key, len(head) + 100, "application/octet-stream")]
+    assert ctx.storage.put_calls == [(att.target_key, len(head) + 100, stored_type)]
+
+
+def test_a_polyglot_declared_html_is_stored_as_what_its_bytes_are():
+    """A PNG+script polyglot declared (and served) as text/html passes the image check, but
+    is stored as image/png: the CDP proxy can never serve it as HTML (stored XSS)."""
+    att = planned(cdp_type="image", name="p.png", ct="text/html")
+    ctx = _ctx(PNG + b"<script>alert(1)</script>", served="text/html")
+    copy_attachment(ctx, None, att)
+    assert [call[2] for call in ctx.storage.put_calls] == ["image/png"]
 
 
 def test_copy_attachment_refuses_unknown_binary_with_codes_only():

@@ -11,7 +11,9 @@ import sqlalchemy
 from crm_fixtures import FixtureNote, FixtureOrg, install
 from pipeline_harness import cdp_db, stack_resources
 
+from notes_pipeline.activity_logs.settings import ActivityLogSettings
 from notes_pipeline.core.discovery import cid_discovery_sensor
+from notes_pipeline.core.resources.crm import CrmExtractError
 from notes_pipeline.definitions import defs
 from notes_pipeline.instance.storage import PooledPostgresStorage
 
@@ -25,11 +27,19 @@ def test_code_location_loads_with_assets_checks_jobs_and_sensor():
         "normalized_notes",
         "cdp_notes_loaded",
         "validation_report",
+        "migration_overview",
+        "crm_audits_raw",
+        "normalized_activity_logs",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("normalized_notes", "contact_coverage") in checks
-    assert ("validation_report", "attachments") in checks and len(checks) == 8
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {"migrate_cid", "rollback_cid"}
+    assert ("normalized_activity_logs", "contact_coverage") in checks
+    assert ("validation_report", "attachments") in checks and len(checks) == 8 + 5
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "migrate_cid",
+        "rollback_cid",
+        "dry_run_activity_logs",
+    }
     assert defs.resolve_sensor_def("cid_discovery_sensor")
 
 
@@ -93,13 +103,19 @@ def test_sensor_registers_cids_with_person_notes_once():
     install(FixtureOrg(990502, [FixtureNote(990502001, deal_id=4)], set()), cdp_db())
     instance = dg.DagsterInstance.ephemeral()
     crm = stack_resources()["crm"]
-    context = dg.build_sensor_context(instance=instance, resources={"crm": crm})
+    settings = ActivityLogSettings()
+    sensor_resources = {"crm": crm, "crm_audits": crm, "activity_log_settings": settings}
+    context = dg.build_sensor_context(instance=instance, resources=sensor_resources)
     first = cid_discovery_sensor(context)
     added = first.dynamic_partitions_requests[0].partition_keys
-    assert set(crm.list_cids_with_person_notes()) == set(added)
+    try:  # activity logs: accounts owning in-scope audits count too
+        with_audits = set(crm.list_cids_with_audits(settings.auditable_kinds))
+    except CrmExtractError:  # this session's CRM has no audits table (never seeded)
+        with_audits = set()
+    assert set(crm.list_cids_with_person_notes()) | with_audits == set(added)
     assert "990501" in added and "990502" not in added  # deal-only account: no partition
     instance.add_dynamic_partitions("cid", list(added))
     second = cid_discovery_sensor(
-        dg.build_sensor_context(instance=instance, resources={"crm": crm})
+        dg.build_sensor_context(instance=instance, resources=sensor_resources)
     )
     assert not second.dynamic_partitions_requests

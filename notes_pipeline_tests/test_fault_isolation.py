@@ -214,3 +214,25 @@ def test_postgres_timestamp_edge_values_fail_alone(db):
     assert loaded["failed_by_reason"] == {NoteCode.INVALID_TIMESTAMP: len(EDGE_TIMESTAMPS)}
     logged = {r["legacy_crm_note_id"]: r["reason_code"] for r in error_log_rows(result)}
     assert logged == {str(base + o): NoteCode.INVALID_TIMESTAMP for o in EDGE_TIMESTAMPS}
+
+
+def test_zero_and_negative_note_ids_are_read_like_any_other(db):
+    """Keyset pagination starts below every bigint, not at 0."""
+    cid = 990607
+    org = install_fresh(
+        FixtureOrg(
+            cid=cid,
+            notes=[
+                FixtureNote(-7, person_id=1),
+                FixtureNote(0, person_id=1),
+                FixtureNote(5, person_id=1),
+            ],
+            mapped_person_ids={1},
+        ),
+        db,
+    )
+    result = run(org)
+    loaded = assert_counts_add_up(result)
+    assert (loaded["source_total"], loaded["migrated"]) == (3, 3)
+    plans = result.output_for_node("normalized_notes").plans
+    assert sorted(p.legacy_crm_note_id for p in plans) == ["-7", "0", "5"]

@@ -8,6 +8,7 @@ import pytest
 from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.contact_notes.rules.html import (
     MAX_NOTE_CHARS,
+    MAX_SOURCE_CHARS,
     NoteContentError,
     content_hash,
     normalize_note_html,
@@ -443,3 +444,30 @@ def test_deeply_nested_source_is_too_long_before_parsing():
     assert raised.value.reason_code == "NOTE_TOO_LONG"
     assert raised.value.details == f"source_tags={MAX_SOURCE_TAGS + 1} limit={MAX_SOURCE_TAGS}"
     assert normalize_note_html("<b>x</b>" * 1000).startswith("<b>x</b>")  # below: still parsed
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "&" * (MAX_SOURCE_CHARS + 1),  # entity density: nh3 is quadratic
+        "<p " + " ".join(f"a{i}" for i in range(40_000)) + ">t",  # attribute count
+    ],
+    ids=["ampersands", "attributes"],
+)
+def test_sources_far_over_the_output_limit_are_too_long_before_parsing(hostile):
+    with pytest.raises(NoteContentError) as raised:
+        normalize_note_html(hostile)
+    assert raised.value.reason_code == "NOTE_TOO_LONG"
+    assert raised.value.details == f"source_length={len(hostile)} limit={MAX_SOURCE_CHARS}"
+
+
+def test_inline_data_uri_payloads_do_not_count_against_the_source_limit():
+    """A pasted image (base64 in an <img src>) is dropped by the sanitizer anyway."""
+    image = '<img src="data:image/png;base64,' + "A" * (MAX_SOURCE_CHARS + 10) + '">'
+    assert normalize_note_html("<p>see the screenshot</p>" + image) == "<p>see the screenshot</p>"
+
+
+def test_non_text_content_is_empty_not_an_exception():
+    with pytest.raises(NoteContentError) as raised:
+        normalize_note_html(12345)  # type: ignore[arg-type]
+    assert (raised.value.reason_code, raised.value.details) == ("NOTE_EMPTY", "not_text=int")

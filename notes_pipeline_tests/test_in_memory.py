@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from notes_pipeline.activity_logs import definitions as activity_logs_definitions
 from notes_pipeline.contact_notes.definitions import STATUS_ASSETS
 from notes_pipeline.contact_notes.rollback import rollback_cid
-from notes_pipeline.core.crm_records import CrmAttachment, CrmNote, Organization
+from notes_pipeline.core.crm_records import CrmAttachment, CrmAudit, CrmNote, CrmUser, Organization
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.resources.in_memory import InMemoryCdpMongo, InMemoryStore, in_memory_store
 from notes_pipeline.core.resources.mongo import BulkUpsertResult
@@ -95,6 +96,12 @@ def test_every_asset_of_every_family_materializes_in_memory(store, instance, req
         mapped={1},
     )
     store.sso_users[company] = {"ann@example.com": "sso-ann"}
+    store.crm_users[70] = CrmUser(70, " Ann@Example.com ", "Ann", None)
+    store.audits["7001"] = [
+        audit(7001_001, "Crm::Person", 1, "update", "---\nscore:\n- 1\n- 2\n", user_id=70),
+        audit(7001_002, "Crm::Deal", 4, "create", '{"name": "Deal", "crm_person_id": 1}'),
+        audit(7001_003, "Crm::Company", 9, "update", "---\nname:\n- a\n- b\n"),  # other type
+    ]
     result = materialize(instance, request.node.name, "7001")
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -107,6 +114,40 @@ def test_every_asset_of_every_family_materializes_in_memory(store, instance, req
     assert store.objects[f"{company}/7001001/a1-a.png"] == PNG
     status = cid_status(instance, "7001", STATUS_ASSETS)
     assert (status.status, status.match_pct) == (MonitorState.COMPLETED_SUCCESS, 100.0)
+    plan = result.output_for_node("normalized_activity_logs")
+    assert [(e.crm_audit_id, str(e.outcome)) for e in plan.entries] == [
+        (7001_001, "ready"),
+        (7001_002, "ready"),
+    ]
+    first = plan.entries[0].document
+    assert (first["customer_id"], first["user_id"], first["actor"]["type"]) == (
+        "contact-7001-1",
+        "sso-ann",
+        "user",
+    )
+    assert first["changes"] == [{"field": "score", "from": 1, "to": 2}]
+    assert plan.entries[1].document["actor"]["type"] == "system"
+    dry_run = cid_status(instance, "7001", activity_logs_definitions.STATUS_ASSETS)
+    assert dry_run.status == MonitorState.NOT_STARTED  # part 1 writes nothing
+
+
+def audit(audit_id: int, kind: str, owner: int, action: str, text: str, **fields) -> CrmAudit:
+    """A CRM audit of ``kind`` row ``owner`` (the person 1 associated when not a person)."""
+    values = dict(
+        id=audit_id,
+        auditable_type=kind,
+        auditable_id=owner,
+        associated_type=None if kind == "Crm::Person" else "Crm::Person",
+        associated_id=None if kind == "Crm::Person" else 1,
+        user_id=None,
+        action=action,
+        audited_changes=text,
+        comment=None,
+        version=1,
+        created_at=CREATED,
+    )
+    values.update(fields)
+    return CrmAudit(**values)
 
 
 def test_coverage_gate_blocks_the_load(store, instance, request):

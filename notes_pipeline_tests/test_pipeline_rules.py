@@ -250,7 +250,7 @@ def test_rerun_skips_everything_and_changes_nothing(db):
     )
     first = run_cid(str(org.cid), stack_resources())
     before = sorted(db.contact_notes.find({"company_sso_id": org.company_sso_id}), key=str)
-    second = run_cid(str(org.cid), stack_resources())
+    second = run_cid(str(org.cid), stack_resources(), force_rerun=True)  # completed: override
     after = sorted(db.contact_notes.find({"company_sso_id": org.company_sso_id}), key=str)
     assert (
         metadata(first, "cdp_notes_loaded")["migrated"],

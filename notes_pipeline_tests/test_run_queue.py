@@ -40,6 +40,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 from pipeline_harness import cdp_db
 
 from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.status import FORCE_RERUN_TAG
 
 pytestmark = pytest.mark.stack
 
@@ -128,8 +129,12 @@ def workspace(queue_instance, fixture_orgs) -> Iterator[WorkspaceProcessContext]
             os.environ["NOTES_PIPELINE_ENABLED_CIDS"] = saved
 
 
-def submit(workspace: WorkspaceProcessContext, cid: str) -> str:
-    """Launch `migrate_cid` for one CID partition as the UI does; returns the run id."""
+def submit(workspace: WorkspaceProcessContext, cid: str, *, force_rerun: bool = False) -> str:
+    """Launch `migrate_cid` for one CID partition as the UI does; returns the run id.
+    ``force_rerun`` adds the tag that lets a completed_success CID load again."""
+    tags = [{"key": PARTITION_TAG, "value": cid}]
+    if force_rerun:
+        tags.append({"key": FORCE_RERUN_TAG, "value": "true"})
     result = execute_dagster_graphql(
         workspace.create_request_context(),
         LAUNCH_MUTATION,
@@ -141,7 +146,7 @@ def submit(workspace: WorkspaceProcessContext, cid: str) -> str:
                     "jobName": JOB,
                 },
                 "runConfigData": {},
-                "executionMetadata": {"tags": [{"key": PARTITION_TAG, "value": cid}]},
+                "executionMetadata": {"tags": tags},
             }
         },
     )
@@ -223,7 +228,7 @@ def test_second_run_of_a_cid_waits_for_the_first(
 
     a1 = submit(workspace, CID_A)
     run_ids.append(a1)
-    a2 = submit(workspace, CID_A)
+    a2 = submit(workspace, CID_A, force_rerun=True)  # A1 completes it: a deliberate re-run
     run_ids.append(a2)
     b1 = submit(workspace, CID_B)
     run_ids.append(b1)

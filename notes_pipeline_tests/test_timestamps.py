@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notes_pipeline.contact_notes.settings import MigrationSettings
-from notes_pipeline.core.resources.crm import _note_from_api
+from notes_pipeline.core.resources.crm_api import note_from_api
 from notes_pipeline.core.timestamps import InvalidTimestamp, TimestampWindow, to_utc
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -115,7 +115,7 @@ def test_both_transports_agree():
 
 
 def test_api_note_with_integer_timestamp_is_read_and_fails_at_planning():
-    note = _note_from_api({"id": 7, "organization_id": 1, "created_at": 1710037800})
+    note = note_from_api({"id": 7, "organization_id": 1, "created_at": 1710037800}, 1, "p1i0")
     assert note.created_at == 1710037800
     with pytest.raises(InvalidTimestamp):
         to_utc(note.created_at, "created_at", WINDOW)

@@ -36,6 +36,7 @@ from crm_fixtures import PNG, FixtureNote, FixtureOrg, install
 from pipeline_harness import cdp_db, run_cid, stack_resources
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from notes_pipeline.contact_notes.assets.overview import migration_overview
 from notes_pipeline.contact_notes.reason_codes import NoteCode
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.vocabulary import MonitorState
@@ -250,7 +251,9 @@ def _materialize(org: FixtureOrg, unmapped_person: int | None = None) -> Materia
     instance = dg.DagsterInstance.get()
     cid = str(org.cid)
     _forget_partition_runs(instance, cid)
-    result = run_cid(cid, stack_resources(), instance=instance, raise_on_error=False)
+    result = run_cid(
+        cid, stack_resources(), instance=instance, raise_on_error=False, force_rerun=True
+    )
     return Materialized(
         cid=cid,
         run_id=result.run_id,
@@ -685,3 +688,94 @@ def test_ui_failed_coverage_gate_of_the_gated_cid(page: Page, gated):
     expect(pane.get_by_text("No metadata entries", exact=True)).to_be_visible()
     expect(pane.get_by_text("View all historical events (0)", exact=True)).to_be_visible()
     screenshot(page, f"cdp_notes_loaded_{gated.cid}_not_materialized")
+
+
+# --------------------------------------------------------------------------- all CIDs at a glance
+
+OVERVIEW_QUERY = """
+query Overview($assetKey: AssetKeyInput!) {
+  assetOrError(assetKey: $assetKey) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        runId
+        metadataEntries {
+          label
+          __typename
+          ... on TableMetadataEntry { table { records schema { columns { name } } } }
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on IntMetadataEntry { intValue }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class Overview:
+    run_id: str
+    cids: list[str]
+
+
+@pytest.fixture(scope="module")
+def overview(materialized, gated) -> Overview:
+    """migration_overview materialized (in-process, as Ops would after a backfill) once both
+    fixture CIDs ran, with ``EXTRA_CIDS`` more registered (never run) so the table is long;
+    ``cids`` are the CIDs registered at that moment."""
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(cid_partitions.name, EXTRA_CIDS)
+    cids = registered_cids()
+    result = dg.materialize([migration_overview], instance=instance)
+    return Overview(run_id=result.run_id, cids=sorted(cids, key=int))
+
+
+EXTRA_CIDS = [str(990310 + i) for i in range(25)]
+
+
+def test_graphql_overview_lists_every_registered_cid(webserver, overview, materialized, gated):
+    data = webserver.graphql(OVERVIEW_QUERY, {"assetKey": {"path": ["migration_overview"]}})
+    [latest] = data["assetOrError"]["assetMaterializations"]
+    assert latest["runId"] == overview.run_id
+    entries = {e["label"]: e for e in latest["metadataEntries"]}
+    assert entries["cids"]["intValue"] == len(overview.cids)
+    rows = [json.loads(r) for r in entries["overview"]["table"]["records"]]
+    assert [r["cid"] for r in rows] == overview.cids
+    by_cid = {r["cid"]: r for r in rows}
+    ok = by_cid[materialized.cid]
+    assert (ok["status"], ok["notes"], ok["match_pct"], ok["verdict"]) == (
+        MonitorState.COMPLETED_SUCCESS,
+        f"{OK_NOTES}/{OK_NOTES}",
+        100.0,
+        "go",
+    )
+    assert ok["last_run"].startswith(materialized.run_id[:8])
+    assert by_cid[gated.cid]["status"] == MonitorState.NOT_STARTED  # blocked before any load
+    assert entries["plot"]["mdStr"].startswith("![CIDs by status and match_pct](data:image/png")
+    assert all(f"| {cid} |" in entries["summary"]["mdStr"] for cid in overview.cids)
+
+
+def test_ui_overview_shows_every_cid_and_the_plot(page: Page, overview, materialized):
+    page.set_viewport_size({"width": 1600, "height": 1000 + 60 * len(overview.cids)})
+    page.goto("/assets/migration_overview?view=events")
+    run_link = page.get_by_role("link", name=overview.run_id[:8], exact=True)
+    expect(run_link).to_have_attribute("href", re.compile(overview.run_id))
+    metadata = page.locator("table").filter(has=page.get_by_text("by_status", exact=True)).first
+    table = metadata_value(metadata, "overview").locator("table").last
+    expect(table.locator("th").first).to_have_text("cid")
+    cells = table.locator("tr td:first-child")
+    expect(cells).to_have_count(len(overview.cids))
+    assert cells.all_inner_texts() == overview.cids  # every registered CID, in CID order
+    ok = table.locator("tr").filter(has=page.get_by_text(materialized.cid, exact=True))
+    expect(ok).to_contain_text("completed_success")
+    expect(ok).to_contain_text("go")
+    screenshot(page, "migration_overview")
+
+    metadata_value(metadata, "plot").get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    image = dialog.locator("img[alt='CIDs by status and match_pct']")
+    expect(image).to_be_visible()
+    expect(image).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    assert image.evaluate("img => img.complete && img.naturalWidth") > 0  # decoded, not broken
+    screenshot(page, "migration_overview_plot")

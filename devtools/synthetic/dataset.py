@@ -16,9 +16,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from devtools.synthetic import content
+from devtools.synthetic.audits import AUDIT_TABLES, PerfAudits, build_audits
 from devtools.synthetic.files import FILE_TYPES, make_file
 
-PROFILES = ("stage1", "full")
+PROFILES = ("stage1", "full", "perf")
+#: the profiles tests and the demo use; ``perf`` (≥ 1M audits) is generated only when asked
+TEST_PROFILES = ("stage1", "full")
 NAMESPACE = uuid.UUID("0f6c1b8e-3d2a-4c57-9a61-5e0d7c2b9f14")
 NOTE_TYPES = {
     1: "Notes",
@@ -107,6 +110,7 @@ FULL_SMALL_COUNT = 120
 FULL_TOTAL = 21_000
 FULL_FIRST_CID = 2001
 FULL_COMPANY_ONLY_CID = 2130  # a small CID with no person notes at all
+PERF_SIZES = ((3001, 20), (3002, 20))  # perf: few notes; its audits are the point
 
 
 @dataclass(frozen=True)
@@ -139,12 +143,28 @@ class Dataset:
     contacts: list[dict] = field(default_factory=list)
     objects: dict[str, StoredObject] = field(default_factory=dict)
     note_tags: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    # activity logs (devtools/synthetic/audits.py, SPEC-activity-logs §16)
+    crm_tasks: list[dict] = field(default_factory=list)
+    crm_deal_people: list[dict] = field(default_factory=list)
+    crm_task_people: list[dict] = field(default_factory=list)
+    crm_ticket_people: list[dict] = field(default_factory=list)
+    audits: list[dict] = field(default_factory=list)
+    contact_id_map: list[dict] = field(default_factory=list)  # CDP crm_contact_id_map
+    audit_tags: dict[int, tuple[str, ...]] = field(default_factory=dict)  # audit id → cases
+    audit_expected: dict[int, dict] = field(default_factory=dict)  # audit id → its plan
+    audit_cids: dict[int, int | None] = field(default_factory=dict)  # owner by [N1]
+    audit_stream: PerfAudits | None = None  # perf only: audits generated lazily
+    pii: list[str] = field(default_factory=list)  # names, emails, phones, texts in audits
 
     def table(self, name: str) -> list[dict]:
-        """Rows of one CRM table by name."""
-        if name not in TABLES:
+        """Rows of one CRM table by name (the notes' ``TABLES`` or ``AUDIT_TABLES``)."""
+        if name not in TABLES and name not in AUDIT_TABLES:
             raise KeyError(name)
         return getattr(self, name)
+
+    def audit_count(self) -> int:
+        """Rows of ``audits`` (streamed ones included)."""
+        return len(self.audits) + (self.audit_stream.total if self.audit_stream else 0)
 
     def company_sso_ids(self) -> list[str]:
         """company_sso_id of every organization plus their decoy tenants."""
@@ -163,6 +183,12 @@ class Dataset:
         for name in (*TABLES, "sso_users", "contacts"):
             digest.update(_canonical({name: getattr(self, name)}))
         digest.update(_canonical({"tags": sorted(self.note_tags.items())}))
+        for name in (*AUDIT_TABLES, "contact_id_map"):
+            digest.update(_canonical({name: getattr(self, name)}))
+        digest.update(_canonical({"audit_tags": sorted(self.audit_tags.items())}))
+        digest.update(_canonical({"audit_expected": sorted(self.audit_expected.items())}))
+        if self.audit_stream is not None:
+            digest.update(self.audit_stream.fingerprint().encode())
         for key in sorted(self.objects):
             obj = self.objects[key]
             digest.update(_canonical([key, obj.content_type]))
@@ -184,6 +210,8 @@ def profile_sizes(profile: str) -> list[tuple[int, int]]:
     """(CID, total notes) for each organization of a profile (independent of the seed)."""
     if profile == "stage1":
         return list(STAGE1_SIZES)
+    if profile == "perf":
+        return list(PERF_SIZES)
     if profile != "full":
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     rng = random.Random("full-profile-sizes")
@@ -209,12 +237,17 @@ def _rebalance(values: list[int], total: int, low: int, high: int) -> None:
 
 
 def build_dataset(profile: str, seed: int = 42) -> Dataset:
-    """Build the synthetic dataset of ``profile`` ("stage1" or "full") from ``seed``."""
+    """Build the synthetic dataset of ``profile`` ("stage1", "full" or "perf") from ``seed``:
+    each organization's notes, then (``audits.build_audits``) the activity-log tables."""
     ds = Dataset(profile=profile, seed=seed)
     ds.crm_note_types = [{"id": k, "name": v} for k, v in NOTE_TYPES.items()]
     ids = _Ids()
+    orgs = []
     for cid, n_notes in profile_sizes(profile):
-        _OrgBuilder(ds, ids, seed, profile, cid, n_notes).build()
+        org = _OrgBuilder(ds, ids, seed, profile, cid, n_notes)
+        org.build()
+        orgs.append(org)
+    build_audits(ds, orgs)
     return ds
 
 

@@ -53,9 +53,16 @@ def summarize(ds: Dataset, allowed_note_types) -> dict:
         )
     from devtools.synthetic.dataset import TABLES
 
+    audits = audit_summary(ds)
+    for cid, counts in audits["per_cid"].items():
+        per_cid[cid]["audits"] = counts
     return {
         "profile": ds.profile,
         "seed": ds.seed,
+        "audit_rows": ds.audit_count(),
+        "audit_unattributable": audits["unattributable"],
+        "audit_cases": audits["cases"],
+        "contact_id_map": len(ds.contact_id_map),
         "allowed_note_types": sorted(allowed_note_types),
         "cid_count": len(ds.organizations),
         "cids": [org["id"] for org in ds.organizations],
@@ -275,4 +282,78 @@ def _planned_attachments(ready: list[dict], index: _Index) -> dict:
             counts["voice_note"] += 1
     return {k: counts[k] for k in ("image", "voice_note", "pdf", "xlsx", "doc")} | {
         "total": sum(counts.values())
+    }
+
+
+# --- activity logs (SPEC-activity-logs §16) --------------------------------------------------
+
+
+def _utc(value):
+    """A created_at as naive UTC; 'infinity' as datetime.max; None stays None."""
+    from datetime import UTC, datetime
+
+    if value == "infinity":
+        return datetime.max
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def audit_summary(ds: Dataset) -> dict:
+    """Audit counts: per CID the Stage-0 COUNT (``in_scope``; also since
+    ``DATE_RANGE_START``), rows never extracted, the expected plan by outcome and code, and
+    the unattributable audits in the CID's window; the profile's case tags."""
+    from devtools.synthetic.audits import DATE_RANGE_START, KINDS
+
+    per_cid: dict[str, dict] = {str(o["id"]): _empty_audits() for o in ds.organizations}
+    stamps: dict[str, list] = defaultdict(list)
+    unattributable = []
+    for row in ds.audits:
+        cid = ds.audit_cids[row["id"]]
+        expected = ds.audit_expected[row["id"]]
+        stamp = _utc(row["created_at"])
+        if cid is None:
+            if row["auditable_type"] in KINDS:
+                unattributable.append(stamp)
+            continue
+        counts = per_cid[str(cid)]
+        if row["auditable_type"] not in KINDS:
+            counts["out_of_scope_rows"] += 1
+        elif stamp is None:
+            counts["null_created_at"] += 1
+        else:
+            counts["in_scope"] += 1
+            counts["since_date_range_start"] += stamp >= DATE_RANGE_START
+            stamps[str(cid)].append(stamp)
+            counts[expected["outcome"]] += 1
+            if expected.get("code"):
+                counts["by_code"][expected["code"]] = counts["by_code"].get(expected["code"], 0) + 1
+    if ds.audit_stream is not None:
+        since = ds.audit_stream.since(DATE_RANGE_START)
+        for cid, n in ds.audit_stream.counts.items():
+            per_cid[str(cid)].update(in_scope=n, since_date_range_start=since[cid], ready=n)
+    for cid, values in stamps.items():
+        low = min(values)
+        per_cid[cid]["unattributable_in_window"] = sum(
+            1 for t in unattributable if t is not None and t >= low
+        )
+    cases = Counter(tag for tags in ds.audit_tags.values() for tag in tags)
+    return {
+        "per_cid": per_cid,
+        "unattributable": len(unattributable),
+        "cases": dict(sorted(cases.items())),
+    }
+
+
+def _empty_audits() -> dict:
+    return {
+        "in_scope": 0,
+        "since_date_range_start": 0,
+        "null_created_at": 0,
+        "out_of_scope_rows": 0,
+        "ready": 0,
+        "skipped": 0,
+        "failed": 0,
+        "by_code": {},
+        "unattributable_in_window": 0,
     }

@@ -1,10 +1,12 @@
 """Write a synthetic Dataset to the stack: CRM PostgreSQL, identity table, CDP contacts, S3.
 
 ``seed`` replaces the previous synthetic data: the rows of every synthetic CID
-(both profiles) and their ``sso_users`` are deleted and reloaded with COPY, one
-transaction per database (``truncate=True`` empties the tables instead); CDP
-contacts of the old and new synthetic tenants are deleted and reinserted; the
-CRM bucket's ``orgs/`` prefix is made to hold exactly the dataset's objects.
+(every profile) and their ``sso_users`` are deleted and reloaded with COPY, one
+transaction per database (``truncate=True`` empties the tables instead); the
+activity-log tables (``audits_schema.sql``, applied after ``crm_schema.sql``) likewise,
+audits by their synthetic id range; CDP contacts and ``crm_contact_id_map`` rows of the
+old and new synthetic tenants are deleted and reinserted; the CRM bucket's ``orgs/``
+prefix is made to hold exactly the dataset's objects.
 Seeding twice leaves the same state.
 """
 
@@ -18,9 +20,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 
+from devtools.synthetic.audits import (
+    AUDIT_COLUMNS,
+    AUDIT_ID_BASE,
+    AUDIT_ID_END,
+    AUDIT_TABLES,
+)
 from devtools.synthetic.dataset import (
     TABLES,
     Dataset,
@@ -76,6 +84,20 @@ COLUMNS = {
     "crm_checkins": ("id", "crm_note_id", "latitude", "longitude", "address", "checked_in_at"),
 }
 SSO_COLUMNS = ("company_sso_id", "email", "sso_id")
+AUDIT_TABLE_COLUMNS = {
+    "crm_tasks": ("id", "organization_id", "name"),
+    "crm_deal_people": ("id", "organization_id", "crm_deal_id", "crm_person_id"),
+    "crm_task_people": ("id", "organization_id", "crm_task_id", "crm_person_id"),
+    "crm_ticket_people": ("id", "organization_id", "crm_ticket_id", "crm_person_id"),
+    "audits": AUDIT_COLUMNS,
+}
+COLUMNS.update(AUDIT_TABLE_COLUMNS)
+CONTACT_ID_MAP = "crm_contact_id_map"
+SOURCE_ID_INDEX = "ix_contacts_company_source_id"  # SPEC-activity-logs §5 (RFC §2.3)
+SOURCE_ID_INDEX_KEYS = [("company_sso_id", 1), ("source_id", 1)]
+ID_MAP_INDEX = "uq_crm_contact_id_map_company_person"
+ID_MAP_INDEX_KEYS = [("company_sso_id", 1), ("crm_person_id", 1)]
+COPY_CHUNK = 100_000  # rows per COPY statement for streamed tables
 
 
 @dataclass(frozen=True)
@@ -113,9 +135,15 @@ def file_url(base_url: str, key: str) -> str:
     return f"{base_url.rstrip('/')}/{key}"
 
 
-def schema_sql(name: str) -> str:
-    """Text of a packaged .sql file (``crm_schema.sql`` or ``identity_schema.sql``)."""
-    return resources.files("notes_pipeline").joinpath(name).read_text(encoding="utf-8")
+def schema_sql(name: str, package: str = "notes_pipeline") -> str:
+    """Text of a packaged .sql file (``crm_schema.sql``, ``identity_schema.sql``; with
+    ``package="notes_pipeline.activity_logs"``: ``audits_schema.sql``)."""
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def audits_schema_sql() -> str:
+    """The activity-log tables (applied after ``crm_schema.sql``)."""
+    return schema_sql("audits_schema.sql", "notes_pipeline.activity_logs")
 
 
 # --- PostgreSQL ---------------------------------------------------------------
@@ -145,12 +173,34 @@ def _copy(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -
     cursor.copy_expert(sql, buffer)
 
 
+def _copy_chunks(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
+    """COPY a stream of rows in chunks of ``COPY_CHUNK`` (bounded memory for perf)."""
+    chunk: list[tuple] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= COPY_CHUNK:
+            _copy(cursor, table, columns, chunk)
+            chunk = []
+    if chunk:
+        _copy(cursor, table, columns, chunk)
+
+
+def _utc_naive(value):
+    """An aware datetime as naive UTC (what the gem stores in ``timestamp``); else as is."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
 def crm_rows(dataset: Dataset, table: str, base_url: str) -> Iterator[tuple]:
-    """Rows of a CRM table as tuples in COLUMNS order (file_url composed from key)."""
+    """Rows of a CRM table as tuples in COLUMNS order (file_url composed from key; audits'
+    aware created_at stored as UTC, as Rails writes it)."""
     columns = COLUMNS[table]
     for row in dataset.table(table):
         if "key" in row:
             row = {**row, "file_url": file_url(base_url, row["key"])}
+        if table == "audits":
+            row = {**row, "created_at": _utc_naive(row["created_at"])}
         yield tuple(row[c] for c in columns)
 
 
@@ -162,18 +212,23 @@ def write_crm(conn, dataset: Dataset, base_url: str, truncate: bool = False) -> 
     """
     with conn, conn.cursor() as cursor:
         cursor.execute(schema_sql("crm_schema.sql"))
+        cursor.execute(audits_schema_sql())
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK_NAME,))
         cids = sorted(synthetic_cids() | {o["id"] for o in dataset.organizations})
         cursor.execute("SELECT company_sso_id FROM organizations WHERE id = ANY(%s)", (cids,))
         previous = [r[0] for r in cursor.fetchall()]
         if truncate:
-            cursor.execute(f"TRUNCATE {', '.join(reversed(TABLES))}")
+            cursor.execute(f"TRUNCATE {', '.join((*reversed(AUDIT_TABLES), *reversed(TABLES)))}")
         else:
             _delete_cids(cursor, cids)
         _upsert_note_types(cursor, dataset)
         for table in TABLES:
             if table != "crm_note_types":
                 _copy(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
+        for table in AUDIT_TABLES:
+            _copy_chunks(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
+        if dataset.audit_stream is not None:
+            _copy_chunks(cursor, "audits", AUDIT_COLUMNS, dataset.audit_stream.rows())
     return previous
 
 
@@ -186,7 +241,10 @@ def _delete_cids(cursor, cids: list[int]) -> None:
         ("crm_checkins", "crm_note_id"),
     ):
         cursor.execute(f"DELETE FROM {table} WHERE {column} IN ({notes})", {"cids": cids})
-    for table in ("crm_notes", "users", "crm_people", "crm_companies", "crm_deals", "crm_tickets"):
+    cursor.execute("DELETE FROM audits WHERE id >= %s AND id < %s", (AUDIT_ID_BASE, AUDIT_ID_END))
+    for table in (*AUDIT_TABLES[:-1], "crm_notes", "users", "crm_people"):
+        cursor.execute(f"DELETE FROM {table} WHERE organization_id = ANY(%s)", (cids,))
+    for table in ("crm_companies", "crm_deals", "crm_tickets"):
         cursor.execute(f"DELETE FROM {table} WHERE organization_id = ANY(%s)", (cids,))
     cursor.execute("DELETE FROM organizations WHERE id = ANY(%s)", (cids,))
 
@@ -221,9 +279,16 @@ def write_identity(
 
 
 def write_contacts(db, dataset: Dataset, previous_company_ids: Iterable[str] = ()) -> None:
-    """Replace the synthetic tenants' CDP contacts (old and new) and ensure the lookup index."""
+    """Replace the synthetic tenants' CDP contacts and ``crm_contact_id_map`` rows (old and
+    new) and ensure the lookup indexes (``crm_data.id``; ``source_id`` and the map's unique
+    key, SPEC-activity-logs §5)."""
     stale = set(dataset.company_sso_ids())
     stale |= {i for old in previous_company_ids for i in (old, decoy_company_sso_id(old))}
+    id_map = db[CONTACT_ID_MAP]
+    id_map.delete_many({"company_sso_id": {"$in": sorted(stale)}})
+    if dataset.contact_id_map:
+        id_map.insert_many([dict(row) for row in dataset.contact_id_map], ordered=False)
+    _ensure_index(id_map, ID_MAP_INDEX_KEYS, ID_MAP_INDEX, unique=True)
     contacts = db["contacts"]
     contacts.delete_many({"company_sso_id": {"$in": sorted(stale)}})
     ids = [c["_id"] for c in dataset.contacts]
@@ -232,6 +297,15 @@ def write_contacts(db, dataset: Dataset, previous_company_ids: Iterable[str] = (
     for chunk in _chunks(dataset.contacts, 1000):
         contacts.insert_many([dict(c, crm_data=dict(c["crm_data"])) for c in chunk], ordered=False)
     ensure_contact_index(contacts)
+    _ensure_index(contacts, SOURCE_ID_INDEX_KEYS, SOURCE_ID_INDEX)
+
+
+def _ensure_index(collection, keys: list[tuple[str, int]], name: str, unique: bool = False) -> str:
+    """Create an index on ``keys`` unless one on the same keys (any name) exists."""
+    for index in collection.list_indexes():
+        if [(k, int(v)) for k, v in index["key"].items()] == keys:
+            return index["name"]
+    return collection.create_index(keys, name=name, unique=unique)
 
 
 def ensure_contact_index(contacts) -> str:
@@ -356,6 +430,11 @@ def seed(
         "seed": dataset.seed,
         "fingerprint": dataset.fingerprint(),
         "rows": {t: len(dataset.table(t)) for t in TABLES},
+        "audit_rows": {
+            **{t: len(dataset.table(t)) for t in AUDIT_TABLES},
+            "audits": dataset.audit_count(),
+        },
+        "contact_id_map": len(dataset.contact_id_map),
         "sso_users": len(dataset.sso_users),
         "contacts": len(dataset.contacts),
         "objects": objects,

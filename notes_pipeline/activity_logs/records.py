@@ -1,6 +1,7 @@
 """Plain records and the code vocabulary of the activity-log family (SPEC-activity-logs §12).
 
-Everything here is picklable data (no Dagster, no I/O): the CRM audit row, the plan entry that
+Everything here is picklable data (no Dagster, no I/O): the CRM audit row (``CrmAudit``, defined
+in ``core.crm_records`` because the core's CRM source yields it; re-exported), the plan entry that
 ``normalized_activity_logs`` produces per audit (§15), and the family's plan / skip / failure /
 event / run / job codes as ``StrEnum`` values, so they compare equal to the spec's strings.
 The final ``Outcome`` and the shared run codes are the core's (``core.vocabulary``),
@@ -10,21 +11,23 @@ re-exported here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from notes_pipeline.core.crm_records import AuditProbe, CrmAudit, Organization
 from notes_pipeline.core.vocabulary import MonitorState, Outcome, RunCode
 
 __all__ = [
     "DETERMINISTIC_FAILURES",
     "RETRYABLE_FAILURES",
     "ActivityRunCode",
+    "AuditExtract",
     "CrmAudit",
     "EventCode",
     "FailureCode",
     "JobStatus",
     "MonitorState",
+    "NormalizedActivityLogs",
     "Outcome",
     "PlanEntry",
     "PlanOutcome",
@@ -109,47 +112,6 @@ class JobStatus(StrEnum):
 
 
 @dataclass(frozen=True)
-class CrmAudit:
-    """One row of the CRM ``audits`` table (§2), as the extractor read it.
-
-    Timestamps are aware/naive ``datetime`` or text (a zone-less value is UTC, §4.5);
-    ``audited_changes`` is the raw YAML/JSON text; ``comment`` the raw comment text.
-    ``extract_error`` is the exception class when the row could not be read at all.
-    """
-
-    id: int
-    auditable_type: str | None
-    auditable_id: int | None
-    associated_type: str | None
-    associated_id: int | None
-    user_id: int | None
-    action: str | None
-    audited_changes: str | None
-    comment: str | None
-    version: int | None
-    created_at: datetime | str | None
-    extract_error: str | None = None
-
-    @classmethod
-    def unreadable(cls, audit_id: int, exc: BaseException) -> CrmAudit:
-        """A placeholder for a row that failed to convert; planned as ``transform_error``."""
-        return cls(
-            id=audit_id,
-            auditable_type=None,
-            auditable_id=None,
-            associated_type=None,
-            associated_id=None,
-            user_id=None,
-            action=None,
-            audited_changes=None,
-            comment=None,
-            version=None,
-            created_at=None,
-            extract_error=type(exc).__name__,
-        )
-
-
-@dataclass(frozen=True)
 class PlanEntry:
     """The plan for one audit (§15): ready with its document, or skipped/failed with a code.
 
@@ -179,3 +141,48 @@ class PlanEntry:
     def retryable(self) -> bool:
         """True for failures the end-of-run queue retries (§6)."""
         return self.code in RETRYABLE_FAILURES
+
+
+@dataclass(frozen=True)
+class AuditExtract:
+    """``crm_audits_raw`` (§15): one CID's in-scope audits in ``audits.id`` order, the
+    Stage-0 probe they were read under (cutoff, high-water id, COUNT) and how many pages the
+    keyset extraction took. ``date_range_start`` is the run config as given (None = the
+    probe's MIN(created_at) is the cutoff)."""
+
+    org: Organization
+    probe: AuditProbe
+    audits: tuple[CrmAudit, ...]
+    pages: int = 0
+    date_range_start: str | None = None
+
+    @property
+    def extracted(self) -> int:
+        """Audits read."""
+        return len(self.audits)
+
+    @property
+    def complete(self) -> bool:
+        """Extraction read exactly the probe's COUNT (§15 'extraction complete')."""
+        return self.extracted == self.probe.count
+
+
+@dataclass(frozen=True)
+class NormalizedActivityLogs:
+    """``normalized_activity_logs`` (§15): one plan entry per extracted audit, in id order.
+    Counts and gates over it are pure functions of ``activity_logs.summary``."""
+
+    org: Organization
+    entries: tuple[PlanEntry, ...]
+    extracted: int
+    identity_emails: int = 0  # distinct normalized emails sent to the identity service
+    lookup_batches: int = 0  # batches of lookups (one query of each kind per batch)
+
+    def count(self, outcome: PlanOutcome) -> int:
+        """Entries with ``outcome``."""
+        return sum(1 for e in self.entries if e.outcome == outcome)
+
+    @property
+    def failures(self) -> list[PlanEntry]:
+        """Entries planned as failed."""
+        return [e for e in self.entries if e.outcome == PlanOutcome.FAILED]

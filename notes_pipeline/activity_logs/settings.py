@@ -126,6 +126,19 @@ class ActivityLogSettings(SettingsBase):
         le=100.0,
         description="Alert (Slack) when actor cases A3+A4 exceed this share (§9 alerts).",
     )
+    unmapped_warn_pct: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="WARN check: unmapped_action_type skips above this share of the extracted "
+        "audits are flagged for review (ours; §15 'unmapped share, reported').",
+    )
+    count_unattributable: bool = Field(
+        default=True,
+        description="Stage-0 probe: count the in-scope audits in the window that no account "
+        "owns ([N1] 'unattributable'). One table-wide query per CID run; switch off when the "
+        "probe is too slow on a very large table (§3, OQ-2).",
+    )
     identity_timeout_s: float = Field(
         default=3.0,
         gt=0,
@@ -195,6 +208,11 @@ class ActivityLogSettings(SettingsBase):
         if any(delay < 0 for delay in value):
             raise ValueError("extract_retry_backoff_s must be non-negative")
         return value
+
+    def discovery_auditable_kinds(self) -> dict[str, str]:
+        """Discovery registers the CIDs owning audits of these types (§15: the union with
+        the CIDs with Person notes)."""
+        return dict(self.auditable_kinds)
 
     def in_scope_types(self) -> list[str]:
         """The ``auditable_type`` values of the extraction query, sorted (§3 [N2])."""

@@ -21,6 +21,7 @@ from notes_pipeline.contact_notes.rules.attachments import (
     SNIFF_HEAD_BYTES,
     cdp_type_for,
     magic_matches,
+    stored_content_type,
 )
 from notes_pipeline.core.crm_records import Organization
 from notes_pipeline.core.rates import batches, exceeds_failure_threshold
@@ -59,7 +60,7 @@ def copy_attachment(ctx: LoadContext, plan: NotePlan, att: PlannedAttachment) ->
     if not magic_matches(cdp_type, att.content_type or served_type, att.file_name, head):
         raise AttachmentError(AttachmentCode.ATTACHMENT_TYPE_MISMATCH, f"declared {cdp_type}")
     try:
-        ctx.storage.put(att.target_key, data, att.content_type or served_type)
+        ctx.storage.put(att.target_key, data, stored_content_type(head))
     except Exception as exc:  # boto3 raises many types; any storage failure drops the attachment
         raise AttachmentError(AttachmentCode.ATTACHMENT_UPLOAD_FAILED, type(exc).__name__) from exc
     return {
@@ -163,7 +164,7 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                 result,
                 plan,
                 dropped.asset_id,
-                "voice_note",
+                dropped.attachment_type,
                 dropped.reason_code,
                 dropped.details,
             )

@@ -32,6 +32,7 @@ class DroppedAttachment:
     asset_id: str
     reason_code: str
     details: str
+    attachment_type: str = "voice_note"  # the CDP type it would have had ("unknown": unread)
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,13 @@ def emit(log: logging.Logger | Any, event: str, **properties: Any) -> None:
         log.warning(line)
     else:
         log.info(line)
+
+
+def trigger_label(tags: Mapping[str, str]) -> str:
+    """How a run was started, from its tags, without user names or emails (the ``started``
+    events' ``triggered_by``): ``backfill:<id>``, ``automation`` or ``manual``."""
+    if "dagster/backfill" in tags:
+        return f"backfill:{tags['dagster/backfill']}"
+    if "dagster/sensor_name" in tags or "dagster/schedule_name" in tags:
+        return "automation"
+    return "manual"

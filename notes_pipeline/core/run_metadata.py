@@ -82,6 +82,8 @@ class ReportSummary:
     source_count: int | None = None
     target_count: int | None = None
     error_log_url: str | None = None
+    attachment_success_pct: float | None = None  # re-linked / planned attachments, percent
+    owner_resolution_pct: float | None = None  # ready records with a resolved owner, percent
 
     def to_metadata(self) -> dict[str, Any]:
         """The Dagster metadata entries this record writes (absent values left out)."""
@@ -93,6 +95,8 @@ class ReportSummary:
                 "match_pct": self.match_pct,
                 "source_count": self.source_count,
                 "target_count": self.target_count,
+                "attachment_success_pct": self.attachment_success_pct,
+                "owner_resolution_pct": self.owner_resolution_pct,
             }
         )
         if self.error_log_url is not None:
@@ -115,6 +119,52 @@ class ReportSummary:
             source_count=optional("source_count", int),
             target_count=optional("target_count", int),
             error_log_url=optional("error_log", str),
+            attachment_success_pct=optional("attachment_success_pct", float),
+            owner_resolution_pct=optional("owner_resolution_pct", float),
+        )
+
+    @property
+    def attachment_failure_pct(self) -> float | None:
+        """Attachments not re-linked, percent of those planned (None when not reported)."""
+        if self.attachment_success_pct is None:
+            return None
+        return round(100.0 - self.attachment_success_pct, 3)
+
+
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class RunRefusal:
+    """Observed on the load asset when a run refuses to load a CID and writes nothing, e.g.
+    ``ALREADY_MIGRATED`` (PRD S01 ERR-2): the code, the CID and the run whose report made the
+    CID complete. The monitor state shows the code as its ``note``."""
+
+    reason_code: str
+    cid: str
+    previous_run_id: str | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The Dagster metadata entries this record writes (absent values left out)."""
+        return _present(
+            {
+                "status": REFUSED,
+                "reason_code": str(self.reason_code),
+                "cid": self.cid,
+                "previous_run_id": self.previous_run_id,
+            }
+        )
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> RunRefusal | None:
+        """The refusal, or None when the observation is not one (e.g. load progress)."""
+        if _raw(metadata, "status") != REFUSED:
+            return None
+        previous = _raw(metadata, "previous_run_id")
+        return cls(
+            reason_code=str(_raw(metadata, "reason_code")),
+            cid=str(_raw(metadata, "cid")),
+            previous_run_id=None if previous is None else str(previous),
         )
 
 

@@ -54,6 +54,8 @@ class RunCode(StrEnum):
     FLAG_DISABLED = "FLAG_DISABLED"
     CRM_EXTRACT_FAILED = "CRM_EXTRACT_FAILED"
     VALIDATION_SKIPPED = "VALIDATION_SKIPPED"
+    # PRD S01 ERR-2 / §9 row 1: the CID is already completed_success; the load writes nothing
+    ALREADY_MIGRATED = "ALREADY_MIGRATED"
 
 
 class AttachmentCode(StrEnum):

@@ -10,9 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from notes_pipeline.core.crm_records import CrmUser
+
+__all__ = [
+    "DELETED_USER_LABEL",
+    "SYSTEM_LABEL",
+    "UNNAMED_USER_LABEL",
+    "ActorCase",
+    "ActorLookupFailure",
+    "ActorResolution",
+    "ActorType",
+    "CrmUser",
+    "IdentityLookups",
+    "emails_to_look_up",
+    "normalize_email",
+    "resolve_actor",
+]
 
 SYSTEM_LABEL = "System"  # A1
 DELETED_USER_LABEL = "[Deleted CRM User]"  # A4
@@ -34,16 +50,6 @@ class ActorType(StrEnum):
     SYSTEM = "system"
     USER = "user"
     DELETED_USER = "deleted_user"
-
-
-@dataclass(frozen=True)
-class CrmUser:
-    """Hop 1's row: ``SELECT email, full_name, deleted_at FROM users WHERE id = ANY(:ids)``."""
-
-    id: int
-    email: str | None
-    full_name: str | None
-    deleted_at: datetime | str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ import dagster as dg
 
 from notes_pipeline.contact_notes.checks import LOADED_CHECKS, loaded_checks
 from notes_pipeline.contact_notes.load import LoadContext, load_ready_notes
+from notes_pipeline.contact_notes.monitor import STATUS_ASSETS
 from notes_pipeline.contact_notes.records import LoadResult, NormalizedNotes
 from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
-from notes_pipeline.core.run_metadata import LoadProgress, LoadSummary
+from notes_pipeline.core.run_metadata import LoadProgress, LoadSummary, RunRefusal
+from notes_pipeline.core.status import FORCE_RERUN_TAG, refuses_rerun, settled_status
 from notes_pipeline.core.vocabulary import Outcome, PlanOutcome, RunCode
 
 
@@ -23,7 +25,9 @@ from notes_pipeline.core.vocabulary import Outcome, PlanOutcome, RunCode
     kinds={"mongodb", "s3"},
     check_specs=LOADED_CHECKS,
     description="Writes the CID's ready notes to CDP (idempotent upserts) and re-hosts "
-    "attachments. Refuses when the CID's crm_notes_migration_enabled flag is off.",
+    "attachments. Refuses when the CID's crm_notes_migration_enabled flag is off "
+    "(FLAG_DISABLED), or when it is completed_success (ALREADY_MIGRATED) unless the run has "
+    f"the tag {FORCE_RERUN_TAG}=true.",
 )
 def cdp_notes_loaded(
     context: dg.AssetExecutionContext,
@@ -34,7 +38,9 @@ def cdp_notes_loaded(
 ) -> Iterator[dg.Output[LoadResult] | dg.AssetCheckResult]:
     """``LoadResult`` of writing the ready notes in batches (SPEC "Loading"), then gate 3.
 
-    Raises ``dg.Failure`` (FLAG_DISABLED) when the CID's flag is off; nothing is written.
+    Raises ``dg.Failure`` (FLAG_DISABLED) when the CID's flag is off, and (ALREADY_MIGRATED,
+    PRD S01 ERR-2) when the CID is ``completed_success`` and the run lacks the tag
+    ``notes_pipeline/force_rerun=true``; either way nothing is written.
     """
     org = normalized_notes.org
     if not settings.is_enabled(org.cid):
@@ -42,6 +48,21 @@ def cdp_notes_loaded(
             description=f"{RunCode.FLAG_DISABLED}: crm_notes_migration_enabled is off "
             f"for CID {org.cid}",
             metadata={"reason_code": str(RunCode.FLAG_DISABLED), "cid": org.cid},
+        )
+    previous = settled_status(context.instance, org.cid, STATUS_ASSETS)
+    if refuses_rerun(previous.status, context.run.tags):
+        refusal = RunRefusal(str(RunCode.ALREADY_MIGRATED), org.cid, previous.run_id)
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key, partition=org.cid, metadata=refusal.to_metadata()
+            )
+        )
+        raise dg.Failure(
+            description=f"{RunCode.ALREADY_MIGRATED}: CID {org.cid} is completed_success "
+            f"(run {previous.run_id}); nothing written. To re-run it anyway, add the run tag "
+            f"{FORCE_RERUN_TAG}=true",
+            metadata=refusal.to_metadata(),
+            allow_retries=False,
         )
     index_mode = cdp_mongo.ensure_indexes()
 

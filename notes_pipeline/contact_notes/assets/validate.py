@@ -79,13 +79,13 @@ def validation_report(
         source_count=report.source_count,
         target_count=report.target_count,
         error_log_url=attachment_storage.location(inputs.error_log_key),
+        attachment_success_pct=report.attachment_success_pct,
+        owner_resolution_pct=report.owner_resolution_pct,
     )
     metadata = {
         **summary.to_metadata(),
         "summary": dg.MetadataValue.md(summary_markdown(report)),
         "failed_by_reason": dg.MetadataValue.json(report.failed_by_reason),
-        "attachment_success_pct": report.attachment_success_pct,
-        "owner_resolution_pct": report.owner_resolution_pct,
         "duplicates": len(report.duplicate_legacy_ids),
         "fidelity_mismatches": len(report.fidelity_mismatches),
         "error_log_rows": report.error_rows,

@@ -178,7 +178,7 @@ def plan_attachments(
                 asset_id=att.asset_id,
                 source_url=att.file_url,
                 cdp_type=cdp_type,
-                file_name=name,
+                file_name=display_file_name(name),
                 target_key=key,
                 proxy_url=f"{base}/{key}",
                 content_type=att.content_type,
@@ -224,6 +224,60 @@ ACCEPTED_KINDS: dict[str, frozenset[str]] = {
         {"zip", "docx", "xlsx", "pptx", "odt", "ods", "odp", "epub", "ole", "pdf", "rtf", "text"}
     ),
 }
+
+# The content type an object is stored with: what the bytes are, never what the source
+# declared (a PNG declared text/html must not be served as HTML). Unlisted kinds are stored
+# as application/octet-stream.
+STORED_CONTENT_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+    "heic": "image/heic",
+    "heif": "image/heif",
+    "avif": "image/avif",
+    "mp3": "audio/mpeg",
+    "aac": "audio/aac",
+    "m4a": "audio/mp4",
+    "ogg": "audio/ogg",
+    "wav": "audio/wav",
+    "amr": "audio/amr",
+    "flac": "audio/flac",
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "mkv": "video/x-matroska",
+    "avi": "video/x-msvideo",
+    "pdf": "application/pdf",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "ods": "application/vnd.oasis.opendocument.spreadsheet",
+    "odt": "application/vnd.oasis.opendocument.text",
+    "odp": "application/vnd.oasis.opendocument.presentation",
+    "epub": "application/epub+zip",
+    "rtf": "application/rtf",
+    "zip": "application/zip",
+    "ole": "application/x-ole-storage",
+    "text": "text/plain; charset=binary",
+}
+MAX_DISPLAY_NAME = 255
+
+
+def stored_content_type(head: bytes) -> str:
+    """The content type to store an object with, from its sniffed bytes (``head``)."""
+    return STORED_CONTENT_TYPES.get(sniff_type(head) or "", "application/octet-stream")
+
+
+def display_file_name(name: str) -> str:
+    """The file name shown in CDP: at most ``MAX_DISPLAY_NAME`` characters, extension kept."""
+    if len(name) <= MAX_DISPLAY_NAME:
+        return name
+    ext = _extension(name)[:16]
+    return name[: MAX_DISPLAY_NAME - len(ext)] + ext
+
 
 # The CDP type the bytes show, used when the declared type is generic (see cdp_type_for).
 _CDP_TYPE_BY_KIND: dict[str, str] = {

@@ -34,6 +34,12 @@ MAX_NOTE_CHARS = 10_000
 # this could only pass the 10,000-character gate by being mostly dropped markup: it is
 # NOTE_TOO_LONG before parsing, so one note can never stall its CID.
 MAX_SOURCE_TAGS = 20_000
+# nh3's cost also grows quadratically with entity and attribute density (2,000,000 "&" take
+# ~37 s). The output may hold 10,000 characters, so a source 20 times longer could only pass by
+# being almost all dropped markup: it is NOTE_TOO_LONG before parsing, after inline ``data:``
+# URI payloads (which no allowed scheme keeps, e.g. pasted images) are cut from attributes.
+MAX_SOURCE_CHARS = 20 * 10_000
+_DATA_URI_PAYLOAD = re.compile(r"(=\s*[\"']?\s*data:)[^\"'\s>]{256,}", re.IGNORECASE)
 
 ALLOWED_TAGS = frozenset(
     "a b i strong em u s span br div p ul ol li blockquote h1 h2 h3 h4 h5 h6 pre".split()
@@ -322,12 +328,23 @@ def normalize_note_html(html: str | None) -> str:
 
     Returns the sanitized HTML (str; idempotent: normalizing it again returns it unchanged).
     Raises ``NoteContentError``: ``NOTE_TOO_LONG`` when the result exceeds ``MAX_NOTE_CHARS``
-    (never truncated) or the source holds more than ``MAX_SOURCE_TAGS`` ``<``;
+    (never truncated), or when the source holds more than ``MAX_SOURCE_TAGS`` ``<`` or
+    (inline ``data:`` payloads aside) more than ``MAX_SOURCE_CHARS`` characters;
     ``NOTE_EMPTY`` for None or when no visible code point is left.
     Error details carry lengths only, never content.
     """
     if html is None:
         raise NoteContentError(NoteCode.NOTE_EMPTY, "length=0")
+    if not isinstance(html, str):
+        raise NoteContentError(NoteCode.NOTE_EMPTY, f"not_text={type(html).__name__}")
+    source_length = len(html)
+    if source_length > MAX_SOURCE_CHARS:
+        html = _DATA_URI_PAYLOAD.sub(r"\1", html)
+        if len(html) > MAX_SOURCE_CHARS:
+            raise NoteContentError(
+                NoteCode.NOTE_TOO_LONG,
+                f"source_length={source_length} limit={MAX_SOURCE_CHARS}",
+            )
     tags = html.count("<")
     if tags > MAX_SOURCE_TAGS:
         raise NoteContentError(
@@ -342,7 +359,7 @@ def normalize_note_html(html: str | None) -> str:
             NoteCode.NOTE_TOO_LONG, f"length={len(sanitized)} limit={MAX_NOTE_CHARS}"
         )
     if not has_visible_text(text_content(sanitized)):
-        raise NoteContentError(NoteCode.NOTE_EMPTY, f"source_length={len(html)}")
+        raise NoteContentError(NoteCode.NOTE_EMPTY, f"source_length={source_length}")
     return sanitized
 
 

@@ -10,7 +10,7 @@ from notes_pipeline.contact_notes.reason_codes import (
     NoteCode,
     ScopeCode,
 )
-from notes_pipeline.contact_notes.records import NotePlan, OwnerResolution
+from notes_pipeline.contact_notes.records import DroppedAttachment, NotePlan, OwnerResolution
 from notes_pipeline.contact_notes.rules.attachments import plan_attachments
 from notes_pipeline.contact_notes.rules.html import (
     NoteContentError,
@@ -19,7 +19,9 @@ from notes_pipeline.contact_notes.rules.html import (
 )
 from notes_pipeline.core.crm_records import CrmNote, Organization
 from notes_pipeline.core.timestamps import InvalidTimestamp, TimestampWindow, to_utc
-from notes_pipeline.core.vocabulary import Outcome, PlanOutcome
+from notes_pipeline.core.vocabulary import AttachmentCode, Outcome, PlanOutcome
+
+MAX_OWNER_LABEL = 255
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ def resolve_owner(note: CrmNote, sso_by_email: dict[str, str]) -> OwnerResolutio
     if sso_id:
         return OwnerResolution(owner_id=sso_id, legacy_owner_label=None)
     label = (note.creator_name or "").strip() or LEGACY_OWNER_FALLBACK_LABEL
+    if len(label) > MAX_OWNER_LABEL:  # a CRM name is never this long: show the fallback
+        label = LEGACY_OWNER_FALLBACK_LABEL
     return OwnerResolution(owner_id=None, legacy_owner_label=label)
 
 
@@ -89,6 +93,15 @@ def plan_note(
     planned, dropped = plan_attachments(
         org.company_sso_id, legacy_id, list(note.attachments), rules.proxy_base_url
     )
+    dropped += [
+        DroppedAttachment(
+            label,
+            AttachmentCode.ATTACHMENT_COPY_ERROR,
+            f"stage=extract exception={kind}",
+            "unknown",
+        )
+        for label, kind in note.invalid_attachments
+    ]
     document = {
         "company_sso_id": org.company_sso_id,
         "contact_id": contact_id,

@@ -34,6 +34,8 @@ import socket
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -125,6 +127,9 @@ METADATA_ADDRESSES = frozenset(
         "192.0.0.192",  # Oracle Cloud (is_global in Python 3.11.7)
         "fd00:ec2::254",  # AWS IMDS over IPv6
         "fd00:ec2::23",  # AWS EKS Pod Identity agent over IPv6
+        "fd20:ce::254",  # Google Cloud metadata over IPv6
+        "169.254.42.42",  # Scaleway
+        "fd00:42::42",  # Scaleway over IPv6
     )
 )
 
@@ -250,6 +255,9 @@ class Target(NamedTuple):
 
 def _parse(url: object) -> tuple[httpx.URL, str, str, int]:
     """``url`` parsed once with ``httpx.URL``; raise ``AttachmentError`` for anything unusable."""
+    if url is None or (isinstance(url, str) and not url.strip()):
+        # the CRM row has no file URL: nothing to fetch, not an attack
+        raise AttachmentError(AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED, "reason=no_url")
     if isinstance(url, httpx.URL):
         parsed = url
     elif isinstance(url, str):
@@ -306,6 +314,26 @@ def _normalise_entry(entry: object) -> str:
     return text
 
 
+_DNS_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="attachment-dns")
+
+
+def _resolve_within_deadline(resolver: Resolver, host: str, port: int) -> list[Any]:
+    """``resolver(host, port, …)``; within a download, bounded by the time its deadline leaves
+    (getaddrinfo cannot be interrupted: a lookup past the deadline is abandoned to its thread
+    and the download fails ``reason=deadline``)."""
+    budget = _BUDGET.get()
+    left = budget.remaining() if budget is not None else None
+    if left is None:
+        return list(resolver(host, port, 0, socket.SOCK_STREAM))
+    if left <= 0:
+        raise _failed("reason=deadline")
+    future = _DNS_POOL.submit(lambda: list(resolver(host, port, 0, socket.SOCK_STREAM)))
+    try:
+        return future.result(timeout=left)
+    except FutureTimeout:
+        raise _failed("reason=deadline") from None
+
+
 def _addresses(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
     """The addresses a connection to ``host`` may reach: the literal itself, or the DNS answer."""
     try:
@@ -313,7 +341,9 @@ def _addresses(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
     except ValueError:
         pass
     try:
-        infos = list(resolver(host, port, 0, socket.SOCK_STREAM))
+        infos = _resolve_within_deadline(resolver, host, port)
+    except AttachmentError:
+        raise
     except Exception as exc:  # getaddrinfo: OSError, UnicodeError, ValueError (NUL), ...
         raise _failed(f"reason=dns exception={type(exc).__name__} host={host}") from exc
     found: list[IPAddress] = []

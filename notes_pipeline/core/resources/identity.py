@@ -42,6 +42,12 @@ class IdentityDirectory(dg.ConfigurableResource):
     def _lookup(self, company_sso_id: str, emails: list[str]) -> dict[str, str]:
         raise NotImplementedError
 
+    def with_timeout(self, timeout_s: float) -> IdentityDirectory:
+        """This directory with each call bounded by ``timeout_s`` seconds, sharing this one's
+        cache (SPEC-activity-logs §4.4: the activity-log family sets 3 s). Directories without
+        a network timeout return themselves."""
+        return self
+
 
 class PostgresIdentityDirectory(IdentityDirectory):
     """Reads table ``sso_users`` (identity_schema.sql) of the stack's ``identity`` database
@@ -82,6 +88,11 @@ class HttpIdentityDirectory(IdentityDirectory):
         """Route requests through ``transport`` (tests, proxies); returns self."""
         self._transport = transport
         return self
+
+    def with_timeout(self, timeout_s: float) -> HttpIdentityDirectory:
+        """A copy whose requests time out after ``timeout_s`` seconds; the transport and the
+        answer cache are shared with this instance."""
+        return self.model_copy(update={"timeout_s": float(timeout_s)})
 
     def _lookup(self, company_sso_id: str, emails: list[str]) -> dict[str, str]:
         headers = {"Authorization": self.auth_token} if self.auth_token else {}

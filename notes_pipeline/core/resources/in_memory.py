@@ -9,11 +9,19 @@ resources from their config for every step, so the data lives in a named ``InMem
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from notes_pipeline.core.crm_records import CrmNote, Organization
+from notes_pipeline.core.crm_records import (
+    AuditProbe,
+    AuditScope,
+    CrmAudit,
+    CrmNote,
+    CrmUser,
+    Organization,
+)
 from notes_pipeline.core.resources.attachment_download import AttachmentError
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.identity import IdentityDirectory
@@ -26,10 +34,12 @@ from notes_pipeline.core.vocabulary import AttachmentCode
 class InMemoryStore:
     """Everything the fakes read and write; one per ``store`` name.
 
-    ``organizations``/``notes``: the CRM, by CID. ``contacts``: company → crm person id →
-    CDP contact id. ``contact_notes``: company → legacy id → document. ``sso_users``:
-    company → lower-case email → SSO uuid. ``objects``: the CDP bucket, key → bytes.
-    ``files``: what attachment URLs serve, url → (bytes, content type).
+    ``organizations``/``notes``: the CRM, by CID. ``contacts``: company → crm person id
+    (also the contact's ``source_id``) → CDP contact id. ``contact_notes``: company → legacy
+    id → document. ``sso_users``: company → lower-case email → SSO uuid. ``objects``: the CDP
+    bucket, key → bytes. ``files``: what attachment URLs serve, url → (bytes, content type).
+    ``audits``: the CRM audits each CID owns ([N1] already applied), by CID. ``crm_users``:
+    CRM ``users`` by id. ``contact_id_map``: company → crm person id → customer id.
     """
 
     organizations: dict[str, Organization] = field(default_factory=dict)
@@ -39,6 +49,9 @@ class InMemoryStore:
     sso_users: dict[str, dict[str, str]] = field(default_factory=dict)
     objects: dict[str, bytes] = field(default_factory=dict)
     files: dict[str, tuple[bytes, str | None]] = field(default_factory=dict)
+    audits: dict[str, list[CrmAudit]] = field(default_factory=dict)
+    crm_users: dict[int, CrmUser] = field(default_factory=dict)
+    contact_id_map: dict[str, dict[int, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -52,8 +65,99 @@ def in_memory_store(name: str = "default", *, reset: bool = False) -> InMemorySt
     return _STORES[name]
 
 
-class InMemoryCrmSource(CrmSource):
-    """The CRM from an ``InMemoryStore``; pages by ascending note id like the real source."""
+def _utc(value: Any) -> datetime | None:
+    """A created_at/cutoff as a naive UTC datetime (zone-less = UTC); None if unusable."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+class _InMemoryAudits:
+    """The audit side of ``InMemoryCrmSource`` (a mixin: resources are pydantic models)."""
+
+    store: str
+
+    def _in_scope(self, scope: AuditScope) -> list[CrmAudit]:
+        rows = in_memory_store(self.store).audits.get(scope.cid, [])
+        return sorted(
+            (
+                a
+                for a in rows
+                if a.auditable_type in scope.auditable_kinds and a.id <= scope.high_water_id
+            ),
+            key=lambda a: a.id,
+        )
+
+    def list_cids_with_audits(
+        self, auditable_kinds: Mapping[str, str], exclude: Iterable[str] = ()
+    ) -> list[str]:
+        skip = set(exclude)
+        audits = in_memory_store(self.store).audits
+        found = [
+            cid
+            for cid, rows in audits.items()
+            if cid not in skip and any(a.auditable_type in auditable_kinds for a in rows)
+        ]
+        return sorted(found, key=int)
+
+    def audit_high_water_id(self) -> int:
+        audits = in_memory_store(self.store).audits.values()
+        return max((a.id for rows in audits for a in rows), default=0)
+
+    def probe_audits(self, scope: AuditScope, page_size: int = 500, **_: Any) -> AuditProbe:
+        rows = self._in_scope(scope)
+        stamps = [t for t in (_utc(a.created_at) for a in rows) if t is not None]
+        low = min(stamps, default=None)
+        cutoff = _utc(scope.cutoff) if scope.cutoff is not None else low
+        window = [a for a in rows if cutoff is not None and (_utc(a.created_at) or low) >= cutoff]
+        window = [a for a in window if _utc(a.created_at) is not None]
+        return AuditProbe(
+            high_water_id=scope.high_water_id,
+            cutoff=None if cutoff is None else str(cutoff),
+            min_created_at=None if low is None else str(low),
+            max_created_at=None if not stamps else str(max(stamps)),
+            count=len(window),
+            first_id=window[0].id if window else None,
+            last_id=window[-1].id if window else None,
+            null_created_at=sum(1 for a in rows if a.created_at is None),
+            unattributable=0,
+            explain={"node_types": ["InMemory"], "uses_index": False},
+        )
+
+    def iter_audit_pages(
+        self,
+        scope: AuditScope,
+        page_size: int = 500,
+        *,
+        start_after: int = 0,
+        stop_at: int | None = None,
+    ) -> Iterator[list[CrmAudit]]:
+        cutoff = _utc(scope.cutoff)
+        rows = [
+            a
+            for a in self._in_scope(scope)
+            if a.id > start_after
+            and (stop_at is None or a.id <= stop_at)
+            and cutoff is not None
+            and (stamp := _utc(a.created_at)) is not None
+            and stamp >= cutoff
+        ]
+        for start in range(0, len(rows), page_size):
+            yield rows[start : start + page_size]
+
+    def users_by_id(self, user_ids: Iterable[int]) -> dict[int, CrmUser]:
+        users = in_memory_store(self.store).crm_users
+        return {uid: users[uid] for uid in set(user_ids) if uid in users}
+
+
+class InMemoryCrmSource(_InMemoryAudits, CrmSource):
+    """The CRM from an ``InMemoryStore``; pages by ascending note (or audit) id like the real
+    source. Its audits are already attributed to CIDs; the probe's EXPLAIN is a stub."""
 
     store: str = "default"
 
@@ -94,6 +198,16 @@ class InMemoryCdpMongo(CdpMongo):
     ) -> dict[str, str]:
         contacts = self._store().contacts.get(company_sso_id, {})
         return {pid: contacts[pid] for pid in set(crm_person_ids) if pid in contacts}
+
+    def contacts_by_source_id(
+        self, company_sso_id: str, source_ids: Iterable[str]
+    ) -> dict[str, list[Any]]:
+        contacts = self._store().contacts.get(company_sso_id, {})
+        return {sid: [contacts[sid]] for sid in set(source_ids) if sid in contacts}
+
+    def contact_id_map(self, company_sso_id: str, crm_person_ids: Iterable[int]) -> dict[int, Any]:
+        mapped = self._store().contact_id_map.get(company_sso_id, {})
+        return {pid: mapped[pid] for pid in set(crm_person_ids) if pid in mapped}
 
     def upsert_notes(
         self, company_sso_id: str, documents: Sequence[dict[str, Any]]

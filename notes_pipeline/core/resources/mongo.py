@@ -1,4 +1,5 @@
-"""CdpMongo: CDP's MongoDB (`contacts`, `contact_notes`), every query scoped by company_sso_id."""
+"""CdpMongo: CDP's MongoDB (`contacts`, `contact_notes`, `crm_contact_id_map`), every query
+scoped by company_sso_id."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from notes_pipeline.core.resources.mongo_indexes import (
 
 CONTACTS = "contacts"
 CONTACT_NOTES = "contact_notes"
+CONTACT_ID_MAP = "crm_contact_id_map"  # SPEC-activity-logs §4.3 step 5
 MIGRATED = {"legacy_crm_note_id": {"$exists": True}}
 
 
@@ -75,6 +77,46 @@ class CdpMongo(dg.ConfigurableResource):
             {"_id": 1, "crm_data.id": 1},
         )
         return {doc["crm_data"]["id"]: str(doc["_id"]) for doc in cursor}
+
+    def contacts_by_source_id(
+        self, company_sso_id: str, source_ids: Iterable[str]
+    ) -> dict[str, list[Any]]:
+        """SPEC-activity-logs §4.3 step 4 [N8]: one batched `$in` on `source_id`, scoped to the
+        company: source_id → the `_id` of every contact carrying it (several = duplicates;
+        the rule picks the smallest). Source ids without a contact are absent."""
+        ids = sorted({str(i) for i in source_ids})
+        if not ids:
+            return {}
+        found: dict[str, list[Any]] = {}
+        cursor = self._db()[CONTACTS].find(
+            {"company_sso_id": company_sso_id, "source_id": {"$in": ids}},
+            {"_id": 1, "source_id": 1},
+        )
+        for doc in cursor:
+            found.setdefault(str(doc["source_id"]), []).append(doc["_id"])
+        return found
+
+    def contact_id_map(self, company_sso_id: str, crm_person_ids: Iterable[int]) -> dict[int, Any]:
+        """SPEC-activity-logs §4.3 step 5 [N8]: the `crm_contact_id_map` fallback, one batched
+        `$in`, scoped to the company: crm_person_id → customer_id. The map may store the id
+        as a number or as digits; both are matched. Persons without a row are absent."""
+        ids = sorted({int(i) for i in crm_person_ids})
+        if not ids:
+            return {}
+        cursor = self._db()[CONTACT_ID_MAP].find(
+            {
+                "company_sso_id": company_sso_id,
+                "crm_person_id": {"$in": [*ids, *(str(i) for i in ids)]},
+            },
+            {"_id": 0, "crm_person_id": 1, "customer_id": 1},
+        )
+        found: dict[int, Any] = {}
+        for doc in cursor:
+            key = doc.get("crm_person_id")
+            person_id = int(key) if isinstance(key, int | str) and str(key).isdigit() else None
+            if person_id is not None and doc.get("customer_id") is not None:
+                found.setdefault(person_id, doc["customer_id"])
+        return found
 
     def upsert_notes(
         self, company_sso_id: str, documents: Sequence[dict[str, Any]]

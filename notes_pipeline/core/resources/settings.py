@@ -43,6 +43,11 @@ class SettingsBase(dg.ConfigurableResource):
         earliest = to_utc(self.timestamp_earliest, "timestamp_earliest", _ANY_INSTANT)
         return TimestampWindow(earliest, current + timedelta(hours=self.timestamp_ahead_hours))
 
+    def discovery_auditable_kinds(self) -> dict[str, str]:
+        """``auditable_type`` → kind of the audits that make a CRM account a partition
+        (``core.discovery``); none for a family that does not migrate audits."""
+        return {}
+
     def is_enabled(self, cid: str) -> bool:
         """The per-CID flag; off unless listed (or '*')."""
         listed = {item.strip() for item in self.enabled_cids.split(",") if item.strip()}

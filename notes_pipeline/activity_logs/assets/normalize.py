@@ -1,0 +1,77 @@
+"""normalized_activity_logs: one plan entry per extracted audit (SPEC-activity-logs §4, §15):
+ready with its §5 document, skipped or failed with its code. Writes nothing to CDP."""
+
+from collections.abc import Iterator
+from functools import partial
+
+import dagster as dg
+
+from notes_pipeline.activity_logs import events
+from notes_pipeline.activity_logs.checks import NORMALIZED_CHECKS, normalized_checks
+from notes_pipeline.activity_logs.lookups import IdentityCache, fetch_lookups, plan_audits
+from notes_pipeline.activity_logs.records import AuditExtract, NormalizedActivityLogs
+from notes_pipeline.activity_logs.rules.plan import PlanContext
+from notes_pipeline.activity_logs.settings import ActivityLogSettings
+from notes_pipeline.activity_logs.summary import plan_metadata
+from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
+from notes_pipeline.core.resources.crm import CrmSource
+from notes_pipeline.core.resources.identity import IdentityDirectory
+from notes_pipeline.core.resources.mongo import CdpMongo
+
+
+@dg.asset(
+    partitions_def=cid_partitions,
+    backfill_policy=ONE_CID_PER_RUN,
+    group_name="activity_logs",
+    kinds={"python"},
+    check_specs=NORMALIZED_CHECKS,
+    description="Each extracted audit's plan (ready / skipped / failed + code) and, when "
+    "ready, the exact CDP activity_logs document; lookups batched, one query per batch.",
+)
+def normalized_activity_logs(
+    context: dg.AssetExecutionContext,
+    crm_audits_raw: AuditExtract,
+    crm_audits: CrmSource,
+    cdp_mongo: CdpMongo,
+    identity: IdentityDirectory,
+    activity_log_settings: ActivityLogSettings,
+) -> Iterator[dg.Output[NormalizedActivityLogs] | dg.AssetCheckResult]:
+    """Plan one CID (§4) and judge the plan (§15 checks)."""
+    settings = activity_log_settings
+    org = crm_audits_raw.org
+    job_id = context.run.run_id
+    ctx = PlanContext(
+        company_sso_id=org.company_sso_id,
+        rules=settings.category_rules(),
+        job_id=job_id,
+        timestamp_window=settings.timestamp_window(),
+        yaml_limits=settings.yaml_limits(),
+    )
+    identity_cache = IdentityCache(
+        identity.with_timeout(settings.identity_timeout_s),
+        org.company_sso_id,
+        settings.identity_retries,
+    )
+    fetch = partial(
+        fetch_lookups,
+        company_sso_id=org.company_sso_id,
+        cdp=cdp_mongo,
+        crm=crm_audits,
+        identity=identity_cache,
+    )
+    entries, lookup_batches = plan_audits(
+        crm_audits_raw.audits,
+        ctx,
+        fetch,
+        settings.page_size,
+        on_entry=partial(events.emit_plan_events, job_id, org.cid),
+    )
+    result = NormalizedActivityLogs(
+        org=org,
+        entries=tuple(entries),
+        extracted=crm_audits_raw.extracted,
+        identity_emails=len(identity_cache.asked),
+        lookup_batches=lookup_batches,
+    )
+    yield dg.Output(result, metadata=plan_metadata(result))
+    yield from normalized_checks(result, settings)

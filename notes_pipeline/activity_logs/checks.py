@@ -1,0 +1,182 @@
+"""The activity-log gates of part 1 (SPEC-activity-logs §15 checks): specs declared on the
+assets, results built by pure functions. ``extraction_complete``, ``contact_coverage`` and
+``planned_failure_rate`` are blocking (ERROR); ``unmapped_share`` and
+``actor_unresolved_share`` are WARN. Metadata: ids, codes, counts and rates only."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from notes_pipeline.activity_logs.records import (
+    AuditExtract,
+    FailureCode,
+    NormalizedActivityLogs,
+    SkipCode,
+)
+from notes_pipeline.activity_logs.settings import ActivityLogSettings
+from notes_pipeline.activity_logs.summary import (
+    actor_unresolved,
+    coverage,
+    person_coverage,
+    planned_failure_rate,
+    reason_counts,
+)
+from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.rates import pct
+
+EXTRACT_ASSET = "crm_audits_raw"
+NORMALIZED_ASSET = "normalized_activity_logs"
+WORST = 20  # offending external ids shown in check metadata
+ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
+
+
+def _spec(asset: str, name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name,
+        asset=asset,
+        description=description,
+        blocking=blocking,
+        partitions_def=cid_partitions,
+    )
+
+
+EXTRACT_CHECKS = [
+    _spec(
+        EXTRACT_ASSET,
+        "extraction_complete",
+        "Audits extracted = the Stage-0 COUNT (≤ high-water id, ≥ cutoff); blocks otherwise.",
+        True,
+    )
+]
+NORMALIZED_CHECKS = [
+    _spec(
+        NORMALIZED_ASSET,
+        "contact_coverage",
+        "≥ 99 % of in-scope audits resolve to a CDP contact (audit-weighted; the "
+        "person-weighted source_id figure is reported); blocks otherwise.",
+        True,
+    ),
+    _spec(
+        NORMALIZED_ASSET,
+        "planned_failure_rate",
+        "Planned failures ≤ 10 % of planned audits (the halt formula); blocks otherwise.",
+        True,
+    ),
+    _spec(
+        NORMALIZED_ASSET,
+        "unmapped_share",
+        "unmapped_action_type skips within the reviewed share of extracted audits (WARN).",
+    ),
+    _spec(
+        NORMALIZED_ASSET,
+        "actor_unresolved_share",
+        "Actor cases A3 + A4 within the alert share (WARN; §9: > 20 % alerts).",
+    ),
+]
+
+
+def _ids(values: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.json(values[:WORST])
+
+
+def _result(
+    asset: str, name: str, passed: bool, metadata: dict, severity=ERROR
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=name, passed=bool(passed), severity=severity, metadata=metadata
+    )
+
+
+def extract_checks(extract: AuditExtract) -> list[dg.AssetCheckResult]:
+    """§15 'extraction complete': extracted = COUNT (≤ high_water_id)."""
+    probe = extract.probe
+    return [
+        _result(
+            EXTRACT_ASSET,
+            "extraction_complete",
+            extract.complete,
+            {
+                "extracted": extract.extracted,
+                "count": probe.count,
+                "missing": probe.count - extract.extracted,
+                "high_water_id": probe.high_water_id,
+                "pages": extract.pages,
+            },
+        )
+    ]
+
+
+def normalized_checks(
+    normalized: NormalizedActivityLogs, settings: ActivityLogSettings
+) -> list[dg.AssetCheckResult]:
+    """The plan's gates: coverage and planned failure rate (blocking), unmapped share and
+    unresolved actors (WARN)."""
+    entries = normalized.entries
+    cov = coverage(normalized)
+    persons = person_coverage(entries)
+    failure = planned_failure_rate(entries)
+    not_found = [e.external_id for e in entries if e.code == FailureCode.CONTACT_NOT_FOUND]
+    unmapped = sum(1 for e in entries if e.code == SkipCode.UNMAPPED_ACTION_TYPE)
+    unresolved, with_actor = actor_unresolved(entries)
+    unmapped_pct = pct(unmapped, len(entries)) if entries else 0.0
+    unresolved_pct = pct(unresolved, with_actor) if with_actor else 0.0
+    return [
+        _result(
+            NORMALIZED_ASSET,
+            "contact_coverage",
+            cov.meets(settings.coverage_threshold_pct),
+            {
+                "coverage_pct": cov.pct,
+                "threshold_pct": settings.coverage_threshold_pct,
+                "resolved": cov.resolved,
+                "in_scope_audits": cov.in_scope,
+                "contact_not_found": len(not_found),
+                "person_weighted_source_id_pct": persons.source_id_pct,
+                "persons": persons.persons,
+                "persons_via_source_id": persons.via_source_id,
+                "persons_via_map": persons.via_map,
+                "persons_not_found": persons.not_found,
+                "reason_code": str(FailureCode.CONTACT_NOT_FOUND),
+                "contact_not_found_ids": _ids(not_found),
+            },
+        ),
+        _result(
+            NORMALIZED_ASSET,
+            "planned_failure_rate",
+            failure.within(settings.planned_failure_threshold),
+            {
+                "failure_rate": failure.rate,
+                "threshold": settings.planned_failure_threshold,
+                "failed": failure.failed,
+                "planned": failure.attempted,
+                "failed_by_reason": dg.MetadataValue.json(reason_counts(normalized.failures)),
+                "failed_ids": _ids([e.external_id for e in normalized.failures]),
+            },
+        ),
+        _result(
+            NORMALIZED_ASSET,
+            "unmapped_share",
+            unmapped_pct <= settings.unmapped_warn_pct,
+            {
+                "unmapped_pct": unmapped_pct,
+                "threshold_pct": settings.unmapped_warn_pct,
+                "unmapped": unmapped,
+                "extracted": len(entries),
+                "reason_code": str(SkipCode.UNMAPPED_ACTION_TYPE),
+            },
+            severity=WARN,
+        ),
+        _result(
+            NORMALIZED_ASSET,
+            "actor_unresolved_share",
+            unresolved_pct <= settings.actor_unresolved_alert_pct,
+            {
+                "unresolved_pct": unresolved_pct,
+                "threshold_pct": settings.actor_unresolved_alert_pct,
+                "unresolved": unresolved,
+                "with_actor": with_actor,
+            },
+            severity=WARN,
+        ),
+    ]

@@ -1,0 +1,140 @@
+"""Batched lookups of the plan (SPEC-activity-logs §4.3 steps 4-5, §4.4 hops 1-2) and the
+batch loop that feeds them to the pure rules.
+
+Per batch of audits: one ``$in`` on ``contacts.source_id``, one ``$in`` on
+``crm_contact_id_map`` for the misses ([N8]), one ``users`` query (hop 1, [N10]) and at most
+one identity call for the emails not yet cached (hop 2). The identity cache lives for the run
+(§4.4: one cache per job); a failed hop-2 call is retried, then narrowed to single emails, and
+the emails that still fail make only their own audits fail ``actor_lookup_failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from notes_pipeline.activity_logs.records import CrmAudit, PlanEntry
+from notes_pipeline.activity_logs.rules.actors import IdentityLookups, emails_to_look_up
+from notes_pipeline.activity_logs.rules.contacts import (
+    ContactLookups,
+    SourceIdMatch,
+    pick_contact,
+    source_id_of,
+)
+from notes_pipeline.activity_logs.rules.plan import (
+    PlanContext,
+    PlanLookups,
+    PreparedAudit,
+    complete_plan_isolated,
+    person_ids_to_look_up,
+    prepare_audit_isolated,
+    user_ids_to_look_up,
+)
+from notes_pipeline.core.rates import batches
+from notes_pipeline.core.resources.crm import CrmSource
+from notes_pipeline.core.resources.identity import IdentityDirectory, IdentityLookupError
+from notes_pipeline.core.resources.mongo import CdpMongo
+
+
+@dataclass
+class IdentityCache:
+    """Hop 2 for one company and one run (§4.4): ``directory`` answers and caches; this adds
+    the [N10] retry (``retries`` more attempts), narrows a failed batch to single emails, and
+    remembers for the run the emails that still failed (never asked again)."""
+
+    directory: IdentityDirectory
+    company_sso_id: str
+    retries: int = 1
+    failed: set[str] = field(default_factory=set)
+    asked: set[str] = field(default_factory=set)
+
+    def _resolve(self, emails: list[str]) -> dict[str, str]:
+        for attempt in range(self.retries + 1):
+            try:
+                return self.directory.resolve(self.company_sso_id, emails)
+            except IdentityLookupError:
+                if attempt == self.retries:
+                    raise
+        return {}  # unreachable (retries ≥ 0)
+
+    def lookup(self, emails: Iterable[str]) -> IdentityLookups:
+        """``IdentityLookups`` for normalized ``emails``: SSO ids found, and the emails whose
+        lookup failed after the retry (this batch's or an earlier one's)."""
+        wanted = sorted({e for e in emails if e not in self.failed})
+        self.asked.update(wanted)
+        found: dict[str, str] = {}
+        if wanted:
+            try:
+                found = self._resolve(wanted)
+            except IdentityLookupError:
+                for email in wanted:
+                    try:
+                        found.update(self._resolve([email]))
+                    except IdentityLookupError:
+                        self.failed.add(email)
+        failed = frozenset(e for e in emails if e in self.failed)
+        return IdentityLookups(sso_by_email=found, failed_emails=failed)
+
+
+def pick_source_contact(customer_ids: Sequence[object]) -> SourceIdMatch | None:
+    """[N8]: the smallest ``_id`` among the contacts sharing a ``source_id``, and their count.
+    ``_id`` values of different types (ObjectId and text) are ordered by type name first."""
+    try:
+        return pick_contact(customer_ids)
+    except TypeError:
+        ordered = sorted(set(customer_ids), key=lambda v: (type(v).__name__, str(v)))
+        return SourceIdMatch(ordered[0], len(ordered))
+
+
+def fetch_lookups(
+    items: Sequence[PreparedAudit | PlanEntry],
+    *,
+    company_sso_id: str,
+    cdp: CdpMongo,
+    crm: CrmSource,
+    identity: IdentityCache,
+) -> PlanLookups:
+    """One batch's lookups, each one query for the whole batch (see the module docstring).
+    Raises what the resources raise (a lookup outage fails the asset, not the audits)."""
+    person_ids = person_ids_to_look_up(items)
+    found = cdp.contacts_by_source_id(company_sso_id, [source_id_of(p) for p in person_ids])
+    by_source_id = {sid: match for sid, ids in found.items() if (match := pick_source_contact(ids))}
+    misses = [p for p in person_ids if source_id_of(p) not in by_source_id]
+    id_map = cdp.contact_id_map(company_sso_id, misses) if misses else {}
+    users = crm.users_by_id(user_ids_to_look_up(items))
+    identity_lookups = identity.lookup(emails_to_look_up(users.values()))
+    return PlanLookups(
+        contacts=ContactLookups(by_source_id=by_source_id, id_map=id_map),
+        users_by_id=users,
+        identity=identity_lookups,
+    )
+
+
+def plan_audits(
+    audits: Sequence[CrmAudit],
+    ctx: PlanContext,
+    fetch: Callable[[Sequence[PreparedAudit | PlanEntry]], PlanLookups],
+    batch_size: int,
+    on_entry: Callable[[PlanEntry], None] | None = None,
+) -> tuple[list[PlanEntry], int]:
+    """One plan entry per audit, in order (§4, §15), and the number of lookup batches.
+
+    Each batch of ``batch_size`` audits is prepared without lookups, then ``fetch`` runs the
+    batch's lookups once, then each prepared audit is completed. Rules never raise here
+    (``*_isolated``: an unexpected exception fails that audit alone, ``transform_error``).
+    """
+    entries: list[PlanEntry] = []
+    count = 0
+    for batch in batches(audits, batch_size):
+        count += 1
+        prepared = [prepare_audit_isolated(audit, ctx) for audit in batch]
+        needs_lookups = any(isinstance(item, PreparedAudit) for item in prepared)
+        lookups = fetch(prepared) if needs_lookups else PlanLookups()
+        for item in prepared:
+            entry = (
+                item if isinstance(item, PlanEntry) else complete_plan_isolated(item, ctx, lookups)
+            )
+            entries.append(entry)
+            if on_entry is not None:
+                on_entry(entry)
+    return entries, count
