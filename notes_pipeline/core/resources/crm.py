@@ -16,6 +16,7 @@ import psycopg2
 import psycopg2.extras
 import tenacity
 from pydantic import Field, PrivateAttr
+from typing_extensions import override
 
 from notes_pipeline.core.crm_records import (
     AuditProbe,
@@ -45,12 +46,16 @@ class CrmSource(dg.ConfigurableResource):
     """What the pipeline needs from the CRM, whatever the transport."""
 
     def list_cids_with_person_notes(self) -> list[str]:
+        """CIDs (text) with at least one Person note, in numeric order."""
         raise NotImplementedError
 
     def get_organization(self, cid: str) -> Organization:
+        """The CID's organization. Raises ``LookupError`` for an unknown CID."""
         raise NotImplementedError
 
     def iter_note_pages(self, cid: str, page_size: int) -> Iterator[list[CrmNote]]:
+        """The CID's notes (all kinds) in pages of at most ``page_size``, in id order; a row
+        that cannot be read is a ``CrmNote.unreadable``. Raises ``CrmExtractError``."""
         raise NotImplementedError
 
     def count_in_scope_notes(self, cid: str, note_type_ids: Sequence[int]) -> int:
@@ -167,6 +172,7 @@ class PostgresCrmSource(CrmSource):
         finally:
             conn.close()
 
+    @override
     def list_cids_with_person_notes(self) -> list[str]:
         with self._cursor() as cur:
             cur.execute(
@@ -175,6 +181,7 @@ class PostgresCrmSource(CrmSource):
             )
             return [str(row["organization_id"]) for row in cur.fetchall()]
 
+    @override
     def get_organization(self, cid: str) -> Organization:
         with self._cursor() as cur:
             cur.execute(
@@ -187,6 +194,7 @@ class PostgresCrmSource(CrmSource):
             cid=str(row["id"]), name=row["name"], company_sso_id=row["company_sso_id"]
         )
 
+    @override
     def iter_note_pages(self, cid: str, page_size: int) -> Iterator[list[CrmNote]]:
         org = int(cid)
         after = -(2**63)  # ids are bigint: 0 and negative ids are notes too
@@ -215,6 +223,7 @@ class PostgresCrmSource(CrmSource):
 
     # --- audits ----------------------------------------------------------------------
     def with_backoff(self, backoff_s: Sequence[float]) -> PostgresCrmSource:
+        """This source with the waits (seconds) between extraction retries replaced."""
         copy = self.model_copy(update={"backoff_s": [float(s) for s in backoff_s]})
         copy._sleep = self._sleep
         return copy
@@ -251,6 +260,7 @@ class PostgresCrmSource(CrmSource):
                 f"{RunCode.CRM_EXTRACT_FAILED}: {what} failed ({type(exc).__name__})"
             ) from None
 
+    @override
     def list_cids_with_audits(
         self, auditable_kinds: Mapping[str, str], exclude: Iterable[str] = ()
     ) -> list[str]:
@@ -267,6 +277,7 @@ class PostgresCrmSource(CrmSource):
             session.close()
         return [str(row["id"]) for row in rows]
 
+    @override
     def audit_high_water_id(self) -> int:
         session = _ReadOnlySession(self.dsn)
         try:
@@ -327,6 +338,7 @@ class PostgresCrmSource(CrmSource):
             ),
         )
 
+    @override
     def iter_audit_pages(
         self,
         scope: AuditScope,
@@ -353,6 +365,7 @@ class PostgresCrmSource(CrmSource):
         finally:
             session.close()
 
+    @override
     def users_by_id(self, user_ids: Iterable[int]) -> dict[int, CrmUser]:
         ids = sorted({int(i) for i in user_ids})
         found: dict[int, CrmUser] = {}
@@ -373,6 +386,7 @@ class PostgresCrmSource(CrmSource):
             session.close()
         return found
 
+    @override
     def count_in_scope_notes(self, cid: str, note_type_ids: Sequence[int]) -> int:
         with self._cursor() as cur:
             cur.execute(
@@ -763,10 +777,12 @@ class HttpCrmSource(CrmSource):
                     f"{RunCode.CRM_EXTRACT_FAILED}: GET {path} failed ({type(exc).__name__})"
                 ) from None
 
+    @override
     def list_cids_with_person_notes(self) -> list[str]:
         body = self._get("/api/v4/organizations", {"has_person_notes": "true"})
         return sorted((str(item["id"]) for item in body["data"]), key=int)
 
+    @override
     def get_organization(self, cid: str) -> Organization:
         body = self._get(f"/api/v4/organizations/{cid}")
         return Organization(

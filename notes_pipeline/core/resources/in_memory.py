@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from typing_extensions import override
+
 from notes_pipeline.core.crm_records import (
     AuditProbe,
     AuditScope,
@@ -161,17 +163,20 @@ class InMemoryCrmSource(_InMemoryAudits, CrmSource):
 
     store: str = "default"
 
+    @override
     def list_cids_with_person_notes(self) -> list[str]:
         notes = in_memory_store(self.store).notes
         with_person = [cid for cid, rows in notes.items() if any(n.crm_person_id for n in rows)]
         return sorted(with_person, key=int)
 
+    @override
     def get_organization(self, cid: str) -> Organization:
         org = in_memory_store(self.store).organizations.get(cid)
         if org is None:
             raise LookupError(f"CID {cid} not found in the CRM")
         return org
 
+    @override
     def iter_note_pages(self, cid: str, page_size: int) -> Iterator[list[CrmNote]]:
         rows = sorted(in_memory_store(self.store).notes.get(cid, []), key=lambda n: n.id)
         for start in range(0, len(rows), page_size):
@@ -187,28 +192,34 @@ class InMemoryCdpMongo(CdpMongo):
     def _store(self) -> InMemoryStore:
         return in_memory_store(self.store)
 
+    @override
     def ensure_indexes(self) -> str:
         return "in_memory"
 
+    @override
     def drop_indexes(self) -> None:
         return None
 
+    @override
     def contacts_by_crm_person_id(
         self, company_sso_id: str, crm_person_ids: Iterable[str]
     ) -> dict[str, str]:
         contacts = self._store().contacts.get(company_sso_id, {})
         return {pid: contacts[pid] for pid in set(crm_person_ids) if pid in contacts}
 
+    @override
     def contacts_by_source_id(
         self, company_sso_id: str, source_ids: Iterable[str]
     ) -> dict[str, list[Any]]:
         contacts = self._store().contacts.get(company_sso_id, {})
         return {sid: [contacts[sid]] for sid in set(source_ids) if sid in contacts}
 
+    @override
     def contact_id_map(self, company_sso_id: str, crm_person_ids: Iterable[int]) -> dict[int, Any]:
         mapped = self._store().contact_id_map.get(company_sso_id, {})
         return {pid: mapped[pid] for pid in set(crm_person_ids) if pid in mapped}
 
+    @override
     def upsert_notes(
         self, company_sso_id: str, documents: Sequence[dict[str, Any]]
     ) -> BulkUpsertResult:
@@ -227,9 +238,11 @@ class InMemoryCdpMongo(CdpMongo):
                     result.upserted.add(index)
         return result
 
+    @override
     def count_migrated(self, company_sso_id: str) -> int:
         return len(self._store().contact_notes.get(company_sso_id, {}))
 
+    @override
     def find_migrated(
         self, company_sso_id: str, legacy_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
@@ -237,9 +250,11 @@ class InMemoryCdpMongo(CdpMongo):
         keys = notes.keys() if legacy_ids is None else [k for k in legacy_ids if k in notes]
         return [dict(notes[k]) for k in keys]
 
+    @override
     def duplicate_legacy_ids(self, company_sso_id: str) -> list[str]:
         return []  # the dict key is the unique index
 
+    @override
     def delete_migrated(self, company_sso_id: str) -> int:
         with self._store().lock:
             return len(self._store().contact_notes.pop(company_sso_id, {}))
@@ -257,6 +272,7 @@ class InMemoryDownloader:
             raise AttachmentError(AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED, "status=404")
         return self._store.files[url]
 
+    @override
     def close(self) -> None:
         return None
 
@@ -267,21 +283,26 @@ class InMemoryAttachmentStorage(AttachmentStorage):
     bucket: str = "memory"
     store: str = "default"
 
+    @override
     def downloader(self, *args: Any, **kwargs: Any) -> InMemoryDownloader:
         return InMemoryDownloader(in_memory_store(self.store))
 
+    @override
     def put(self, key: str, data: bytes, content_type: str | None) -> None:
         in_memory_store(self.store).objects[key] = bytes(data)
 
+    @override
     def list_keys(self, prefix: str) -> list[str]:
         return sorted(k for k in in_memory_store(self.store).objects if k.startswith(prefix))
 
+    @override
     def delete_keys(self, keys: list[str]) -> int:
         objects = in_memory_store(self.store).objects
         for key in keys:
             objects.pop(key, None)
         return len(keys)
 
+    @override
     def location(self, key: str) -> str:
         return f"memory://{self.store}/{key}"
 

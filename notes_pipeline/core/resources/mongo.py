@@ -55,6 +55,7 @@ class CdpMongo(dg.ConfigurableResource):
 
     @property
     def notes(self):
+        """The ``contact_notes`` collection."""
         return self._db()[CONTACT_NOTES]
 
     def ensure_indexes(self) -> str:
@@ -177,17 +178,20 @@ class CdpMongo(dg.ConfigurableResource):
         return {doc["legacy_crm_note_id"] for doc in cursor}
 
     def count_migrated(self, company_sso_id: str) -> int:
+        """Notes of the company that carry a legacy id (the validation's target count)."""
         return self.notes.count_documents({"company_sso_id": company_sso_id, **MIGRATED})
 
     def find_migrated(
         self, company_sso_id: str, legacy_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
+        """The company's migrated notes (only ``legacy_ids`` when given), as stored."""
         query: dict[str, Any] = {"company_sso_id": company_sso_id, **MIGRATED}
         if legacy_ids is not None:
             query["legacy_crm_note_id"] = {"$in": list(legacy_ids)}
         return list(self.notes.find(query))
 
     def duplicate_legacy_ids(self, company_sso_id: str) -> list[str]:
+        """Legacy ids stored more than once for the company (should be none), sorted."""
         pipeline = [
             {"$match": {"company_sso_id": company_sso_id, **MIGRATED}},
             {"$group": {"_id": "$legacy_crm_note_id", "n": {"$sum": 1}}},
