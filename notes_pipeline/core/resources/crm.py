@@ -36,6 +36,24 @@ from notes_pipeline.core.resources.crm_api import (
 from notes_pipeline.core.vocabulary import RunCode
 
 
+def retry_with_backoff(
+    backoff_s: Sequence[float],
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    sleep: Callable[[float], None],
+) -> tenacity.Retrying:
+    """A tenacity retrier: one attempt, then one more after each wait of ``backoff_s``
+    (seconds), on ``retry_on`` only; the last exception is re-raised."""
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(len(backoff_s) + 1),
+        wait=tenacity.wait_chain(*(tenacity.wait_fixed(s) for s in backoff_s))
+        if backoff_s
+        else tenacity.wait_none(),
+        retry=tenacity.retry_if_exception_type(retry_on),
+        sleep=sleep,
+        reraise=True,
+    )
+
+
 class CrmExtractError(Exception):
     """Extraction failed after the retry budget (reason CRM_EXTRACT_FAILED)."""
 
@@ -244,15 +262,7 @@ class PostgresCrmSource(CrmSource):
                 session.reset()
                 raise
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(len(self.backoff_s) + 1),
-            wait=tenacity.wait_chain(*(tenacity.wait_fixed(s) for s in self.backoff_s))
-            if self.backoff_s
-            else tenacity.wait_none(),
-            retry=tenacity.retry_if_exception_type(RETRYABLE_PG_ERRORS),
-            sleep=self._sleep,
-            reraise=True,
-        )
+        retrying = retry_with_backoff(self.backoff_s, RETRYABLE_PG_ERRORS, self._sleep)
         try:
             return retrying(attempt)
         except psycopg2.Error as exc:
@@ -757,15 +767,7 @@ class HttpCrmSource(CrmSource):
             headers={"Authorization": self.api_token},
             transport=self._transport,
         ) as client:
-            retrying = tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(len(self.backoff_s) + 1),
-                wait=tenacity.wait_chain(*(tenacity.wait_fixed(s) for s in self.backoff_s))
-                if self.backoff_s
-                else tenacity.wait_none(),
-                retry=tenacity.retry_if_exception_type(_RetryableResponse),
-                sleep=self._sleep,
-                reraise=True,
-            )
+            retrying = retry_with_backoff(self.backoff_s, _RetryableResponse, self._sleep)
             try:
                 return decode(retrying(_get_body, client, path, params))
             except (_RetryableResponse, _FinalResponse, CrmApiShapeError) as exc:
