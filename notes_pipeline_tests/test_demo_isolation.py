@@ -34,12 +34,11 @@ def test_tests_left_the_demo_untouched(demo_before, demo_stack_env):
     assert demo_snapshot(demo_stack_env) == demo_before
 
 
-def test_demo_lists_only_stage1_cids_none_materialized(demo_before, demo_stack_env, tmp_path):
-    caller_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in demo_stack_env and not k.startswith(("DAGSTER_", "NOTES_PIPELINE_"))
-    }
+def test_demo_lists_only_stage1_cids_none_materialized(
+    demo_before, demo_stack_env, pre_stack_environ, tmp_path
+):
+    # the caller's own environment (its stack port offset or directory included), not the tests'
+    caller_env = dict(pre_stack_environ)
     subprocess.run(["make", "demo-data"], cwd=REPO_ROOT, env=caller_env, check=True, timeout=900)
     port = free_port()
     log_path = tmp_path / "webserver.log"
