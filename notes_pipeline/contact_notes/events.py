@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from notes_pipeline.core.events import declare_events, emit, event_line
+from notes_pipeline.core.events import declare_events, emit, event_line, trigger_label
 
-__all__ = ["emit", "event_line", "note_log"]
+__all__ = ["emit", "event_line", "note_log", "trigger_label"]
 
 STARTED = "crm_notes_migration_started"
 BATCH_COMPLETED = "crm_notes_migration_batch_completed"

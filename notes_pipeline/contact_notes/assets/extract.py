@@ -11,15 +11,6 @@ from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.core.resources.crm import CrmSource
 
 
-def trigger_label(tags: dict[str, str]) -> str:
-    """How the run was started, without user names or emails (no PII in events)."""
-    if "dagster/backfill" in tags:
-        return f"backfill:{tags['dagster/backfill']}"
-    if "dagster/sensor_name" in tags or "dagster/schedule_name" in tags:
-        return "automation"
-    return "manual"
-
-
 @dg.asset(
     partitions_def=cid_partitions,
     backfill_policy=ONE_CID_PER_RUN,
@@ -41,7 +32,7 @@ def crm_notes_raw(
         events.STARTED,
         job_id=context.run.run_id,
         cid=cid,
-        triggered_by=trigger_label(context.run.tags),
+        triggered_by=events.trigger_label(context.run.tags),
     )
     org = crm.get_organization(cid)
     notes = tuple(note for page in crm.iter_note_pages(cid, settings.batch_size) for note in page)
