@@ -74,3 +74,16 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def alert_environment(receiver: Receiver) -> dict[str, str]:
+    """Every alert variable set, with both services pointed at ``receiver`` (127.0.0.1)."""
+    from notes_pipeline.core import alerts
+
+    return {
+        alerts.PAGERDUTY_ROUTING_KEY: "routing-key-test",
+        alerts.PAGERDUTY_EVENTS_URL: f"{receiver.url}/v2/enqueue",
+        alerts.SLACK_TOKEN: "xoxb-test",
+        alerts.SLACK_CHANNEL: "#notes-migration",
+        alerts.SLACK_API_URL: f"{receiver.url}/api/",
+    }

@@ -30,7 +30,7 @@ import dagster as dg
 import httpx
 import pytest
 from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
-from http_receiver import Receiver
+from http_receiver import Receiver, alert_environment
 from pipeline_harness import (
     BlockingMongo,
     block_writes,
@@ -42,7 +42,6 @@ from pipeline_harness import (
 
 from notes_pipeline import cli
 from notes_pipeline.contact_notes.definitions import STATUS_ASSETS, notes_alert_sensor
-from notes_pipeline.core import alerts
 from notes_pipeline.core.alerts import alert_channels_from_env
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.status import cid_status
@@ -145,13 +144,7 @@ def test_alerts_of_real_runs_reach_pagerduty_and_slack_once_without_pii(
     alert_cursor, halted, errors, success, monkeypatch
 ):
     with Receiver() as receiver:
-        for name, value in {
-            alerts.PAGERDUTY_ROUTING_KEY: "routing-key-test",
-            alerts.PAGERDUTY_EVENTS_URL: f"{receiver.url}/v2/enqueue",
-            alerts.SLACK_TOKEN: "xoxb-test",
-            alerts.SLACK_CHANNEL: "#notes-migration",
-            alerts.SLACK_API_URL: f"{receiver.url}/api/",
-        }.items():
+        for name, value in alert_environment(receiver).items():
             monkeypatch.setenv(name, value)
         channels = alert_channels_from_env(dict(os.environ))
         after = evaluate(channels, alert_cursor)

@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 import pytest
-from http_receiver import Receiver
+from http_receiver import Receiver, alert_environment
 
 from notes_pipeline.contact_notes.alerts import notes_alerts
 from notes_pipeline.contact_notes.definitions import notes_alert_sensor
@@ -132,13 +132,7 @@ def instance() -> dg.DagsterInstance:
 
 def test_sensor_sends_each_new_report_once_through_env_configured_channels(instance, monkeypatch):
     with Receiver() as receiver:
-        for name, value in {
-            alerts.PAGERDUTY_ROUTING_KEY: "routing-key-test",
-            alerts.PAGERDUTY_EVENTS_URL: f"{receiver.url}/v2/enqueue",
-            alerts.SLACK_TOKEN: "xoxb-test",
-            alerts.SLACK_CHANNEL: "#notes-migration",
-            alerts.SLACK_API_URL: f"{receiver.url}/api/",
-        }.items():
+        for name, value in alert_environment(receiver).items():
             monkeypatch.setenv(name, value)
         channels = alert_channels_from_env(dict(os.environ))
         assert isinstance(channels.pagerduty_routing_key, dg.EnvVar)  # the name, not the value
