@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import procmon  # noqa: E402
 import transform_cost  # noqa: E402
 from ferretdb_backends import ferretdb_binary  # noqa: E402
+from results_file import update_section  # noqa: E402
 
 from notes_pipeline.core.envfile import read_env_file, stack_env_file  # noqa: E402
 
@@ -825,6 +826,11 @@ def parse_args() -> argparse.Namespace:
     g2.add_argument("--cids", help="backfill only these CIDs, e.g. 2100-2110 (default: all 130)")
     ap.add_argument("--label", default="", help="free text stored with the results")
     ap.add_argument("--out", type=Path, help="results JSON (default .stack/bench/results/)")
+    ap.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the run into benchmarks/results/latest.json (section full_backfill)",
+    )
     return ap.parse_args()
 
 
@@ -1062,6 +1068,9 @@ def main() -> int:
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2, default=str))
+    if args.publish and exit_code == 0:
+        wall_s = results.get("backfill", {}).get("wall_s")
+        log(f"published: {update_section('full_backfill', {'wall_s': wall_s, **results})}")
     print(json.dumps(summary(results), indent=2, default=str))
     log(f"results: {out_path}")
     return exit_code
