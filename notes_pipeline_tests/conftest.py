@@ -32,6 +32,7 @@ STACK_TEST_FILES = frozenset(
         "test_definitions.py",
         "test_fault_isolation.py",
         "test_mongo_features.py",
+        "test_mongo_writes.py",
         "test_ops.py",
         "test_pipeline_rules.py",
         "test_pipeline_stage1.py",

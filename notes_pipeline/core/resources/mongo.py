@@ -4,33 +4,24 @@ scoped by company_sso_id."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
-from pymongo import MongoClient, UpdateOne
-from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, PyMongoError
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from notes_pipeline.core.resources.mongo_indexes import (
     drop_contact_notes_index,
     ensure_contact_notes_index,
     max_bulk_write_ops,
 )
+from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult, upsert_on_insert
 
 CONTACTS = "contacts"
 CONTACT_NOTES = "contact_notes"
 CONTACT_ID_MAP = "crm_contact_id_map"  # SPEC-activity-logs §4.3 step 5
 MIGRATED = {"legacy_crm_note_id": {"$exists": True}}
-
-
-@dataclass
-class BulkUpsertResult:
-    """Per-row result of one bulk upsert: indexes into the submitted batch."""
-
-    upserted: set[int] = field(default_factory=set)
-    matched: set[int] = field(default_factory=set)
-    errors: dict[int, str] = field(default_factory=dict)
 
 
 class CdpMongo(dg.ConfigurableResource):
@@ -122,60 +113,20 @@ class CdpMongo(dg.ConfigurableResource):
     def upsert_notes(
         self, company_sso_id: str, documents: Sequence[dict[str, Any]]
     ) -> BulkUpsertResult:
-        """`$setOnInsert` upserts keyed by (company_sso_id, legacy_crm_note_id), unordered.
-
-        Per-row outcomes come from what exists before and after the write (one indexed `$in`
-        each), not from the server's reply details, which some wire-compatible servers leave
-        incomplete when a row fails. Connection errors propagate so the caller can retry.
-        """
-        for doc in documents:
-            if doc["company_sso_id"] != company_sso_id:
-                raise ValueError("document outside the company scope")
-        keys = [doc["legacy_crm_note_id"] for doc in documents]
-        before = self._existing(company_sso_id, keys)
-        requests = [
-            UpdateOne(
-                {"company_sso_id": company_sso_id, "legacy_crm_note_id": key},
-                {"$setOnInsert": doc},
-                upsert=True,
-            )
-            for key, doc in zip(keys, documents, strict=True)
-        ]
-        codes: dict[int, str] = {}
-        chunk = self._max_ops()
-        for start in range(0, len(requests), chunk):
-            part = requests[start : start + chunk]
-            try:
-                self.notes.bulk_write(part, ordered=False)
-            except BulkWriteError as exc:
-                for err in exc.details.get("writeErrors", []):
-                    codes[start + err["index"]] = f"code={err.get('code')}"
-            except (ConnectionFailure, ExecutionTimeout):
-                raise
-            except (PyMongoError, KeyError, TypeError) as exc:  # incomplete server reply
-                codes.update({start + i: type(exc).__name__ for i in range(len(part))})
-        after = self._existing(company_sso_id, keys)
-        result = BulkUpsertResult()
-        for index, key in enumerate(keys):
-            if key in before:
-                result.matched.add(index)
-            elif key in after:
-                result.upserted.add(index)
-            else:
-                result.errors[index] = codes.get(index, "write error")
-        return result
+        """`$setOnInsert` upserts keyed by (company_sso_id, legacy_crm_note_id), unordered;
+        per-row outcomes from the bulk reply (``mongo_writes.upsert_on_insert``)."""
+        return upsert_on_insert(
+            self.notes,
+            {"company_sso_id": company_sso_id},
+            "legacy_crm_note_id",
+            documents,
+            self._max_ops(),
+        )
 
     def _max_ops(self) -> int:
         if self._max_bulk_ops is None:
             self._max_bulk_ops = max_bulk_write_ops(self.notes)
         return self._max_bulk_ops
-
-    def _existing(self, company_sso_id: str, keys: Sequence[str]) -> set[str]:
-        cursor = self.notes.find(
-            {"company_sso_id": company_sso_id, "legacy_crm_note_id": {"$in": list(keys)}},
-            {"legacy_crm_note_id": 1, "_id": 0},
-        )
-        return {doc["legacy_crm_note_id"] for doc in cursor}
 
     def count_migrated(self, company_sso_id: str) -> int:
         """Notes of the company that carry a legacy id (the validation's target count)."""
