@@ -10,6 +10,7 @@ re-exported here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -177,6 +178,10 @@ class NormalizedActivityLogs:
     extracted: int
     identity_emails: int = 0  # distinct normalized emails sent to the identity service
     lookup_batches: int = 0  # batches of lookups (one query of each kind per batch)
+
+    def iter_entries(self) -> Iterator[PlanEntry]:
+        """Every plan entry once, in ``audits.id`` order (the loader and report read this)."""
+        return iter(self.entries)
 
     def count(self, outcome: PlanOutcome) -> int:
         """Entries with ``outcome``."""
