@@ -72,10 +72,11 @@ def materialize(instance, store_name: str, cid: str, **settings) -> dg.ExecuteIn
     if cid not in instance.get_dynamic_partitions(cid_partitions.name):
         instance.add_dynamic_partitions(cid_partitions.name, [cid])
     settings.setdefault("enabled_cids", "*")
+    activity = {"enabled_cids": settings["enabled_cids"]}
     return dg.materialize_to_memory(
         list(defs.assets),
         partition_key=cid,
-        resources=in_memory_resources(store_name, **settings),
+        resources=in_memory_resources(store_name, activity_log_settings=activity, **settings),
         instance=instance,
         raise_on_error=False,
     )
@@ -127,8 +128,16 @@ def test_every_asset_of_every_family_materializes_in_memory(store, instance, req
     )
     assert first["changes"] == [{"field": "score", "from": 1, "to": 2}]
     assert plan.entries[1].document["actor"]["type"] == "system"
-    dry_run = cid_status(instance, "7001", activity_logs_definitions.STATUS_ASSETS)
-    assert dry_run.status == MonitorState.NOT_STARTED  # part 1 writes nothing
+    assert sorted(store.activity_logs[company]) == ["crm_audit:7001001", "crm_audit:7001002"]
+    activity = cid_status(instance, "7001", activity_logs_definitions.STATUS_ASSETS)
+    assert (activity.status, activity.match_pct) == (MonitorState.COMPLETED_SUCCESS, 100.0)
+    (job,) = store.activity_log_jobs.values()
+    assert (job["status"], job["records_migrated"], job["accuracy_pct"]) == (
+        "completed_success",
+        2,
+        100.0,
+    )
+    assert store.activity_log_locks == {}  # released at the end of the job
 
 
 def audit(audit_id: int, kind: str, owner: int, action: str, text: str, **fields) -> CrmAudit:

@@ -23,9 +23,12 @@ from notes_pipeline.activity_logs.summary import (
 )
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.rates import pct
+from notes_pipeline.core.vocabulary import RunCode
 
 EXTRACT_ASSET = "crm_audits_raw"
 NORMALIZED_ASSET = "normalized_activity_logs"
+LOADED_ASSET = "cdp_activity_logs_loaded"
+REPORT_ASSET = "activity_log_validation_report"
 WORST = 20  # offending external ids shown in check metadata
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
@@ -73,6 +76,26 @@ NORMALIZED_CHECKS = [
         "actor_unresolved_share",
         "Actor cases A3 + A4 within the alert share (WARN; §9: > 20 % alerts).",
     ),
+]
+
+
+LOADED_CHECKS = [
+    _spec(
+        LOADED_ASSET,
+        "load_failure_rate",
+        "The load was not halted: failed / (migrated + skipped + failed) ≤ 10 % after every "
+        "batch (§6).",
+    )
+]
+REPORT_CHECKS = [
+    _spec(REPORT_ASSET, "accuracy", "accuracy_pct = countDocuments / source COUNT ≥ 99 % (§7)."),
+    _spec(REPORT_ASSET, "contact_not_found", "contact_not_found < 1 % of in-scope audits (§4.3)."),
+    _spec(
+        REPORT_ASSET,
+        "duplicates_and_fidelity",
+        "0 duplicate external_ids and 0 stored documents that differ from their plan (§7).",
+    ),
+    _spec(REPORT_ASSET, "end_of_run_queue_empty", "No write left in the end-of-run queue (WARN)."),
 ]
 
 
@@ -177,6 +200,74 @@ def normalized_checks(
                 "unresolved": unresolved,
                 "with_actor": with_actor,
             },
+            severity=WARN,
+        ),
+    ]
+
+
+def loaded_checks(load, settings: ActivityLogSettings) -> list[dg.AssetCheckResult]:
+    """§15 'load failure rate': passes when the load was not halted."""
+    counters = load.counters
+    return [
+        _result(
+            LOADED_ASSET,
+            "load_failure_rate",
+            not load.halted,
+            {
+                "status": str(load.status),
+                "failure_rate": counters.failure_rate,
+                "threshold": settings.halt_threshold,
+                "records_failed": counters.failed,
+                "records_processed": counters.processed,
+                "failed_by_code": dg.MetadataValue.json(load.failed_by_code()),
+            },
+        )
+    ]
+
+
+def report_checks(report, settings: ActivityLogSettings) -> list[dg.AssetCheckResult]:
+    """§15 report checks: accuracy, contact_not_found, duplicates/fidelity (ERROR) and the
+    end-of-run queue (WARN)."""
+    accuracy = report.accuracy_pct
+    return [
+        _result(
+            REPORT_ASSET,
+            "accuracy",
+            accuracy is not None and accuracy >= settings.accuracy_threshold_pct,
+            {
+                "accuracy_pct": accuracy,
+                "threshold_pct": settings.accuracy_threshold_pct,
+                "target_count": report.target_count,
+                "source_count": report.source_count,
+                "reason_code": str(RunCode.VALIDATION_SKIPPED) if accuracy is None else None,
+            },
+        ),
+        _result(
+            REPORT_ASSET,
+            "contact_not_found",
+            report.contact_not_found_pct < settings.contact_not_found_threshold_pct,
+            {
+                "contact_not_found": report.contact_not_found,
+                "contact_not_found_pct": report.contact_not_found_pct,
+                "threshold_pct": settings.contact_not_found_threshold_pct,
+            },
+        ),
+        _result(
+            REPORT_ASSET,
+            "duplicates_and_fidelity",
+            not report.duplicates and report.mismatched_count == 0,
+            {
+                "duplicates": len(report.duplicates),
+                "duplicate_ids": _ids(report.duplicates),
+                "fidelity_mismatches": report.mismatched_count,
+                "mismatched_ids": _ids(report.mismatched),
+            },
+        ),
+        _result(
+            REPORT_ASSET,
+            "end_of_run_queue_empty",
+            report.queue_left == 0,
+            {"queue_left": report.queue_left},
             severity=WARN,
         ),
     ]

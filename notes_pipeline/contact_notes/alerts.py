@@ -10,6 +10,9 @@ A halt pages once, at P1: its low match is the same incident. Rates are percent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from notes_pipeline.contact_notes import events
 from notes_pipeline.core.alerts import Alert, Channel, Priority
 from notes_pipeline.core.run_metadata import ReportSummary
@@ -22,7 +25,9 @@ MATCH_BELOW_THRESHOLD = "crm_notes_migration_match_below_threshold"
 ATTACHMENT_FAILURES = "crm_notes_migration_attachment_failure_rate"
 
 
-def notes_alerts(cid: str, job_id: str, report: ReportSummary) -> list[Alert]:
+def notes_alerts(
+    cid: str, job_id: str, report: ReportSummary, metadata: Mapping[str, Any] | None = None
+) -> list[Alert]:
     """The alerts one ``validation_report`` of ``cid`` (run ``job_id``) calls for; [] when none.
 
     Details carry ids, codes and rates only (``Alert`` refuses anything else).

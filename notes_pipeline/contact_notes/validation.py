@@ -7,12 +7,11 @@ Pure functions: ``build_report`` assembles the ``ValidationReport`` from what th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pandas as pd
-import tenacity
 
 from notes_pipeline.contact_notes.records import (
     LoadResult,
@@ -30,25 +29,9 @@ from notes_pipeline.core.vocabulary import (
     RunCode,
 )
 
-T = TypeVar("T")
 KEY = "legacy_crm_note_id"
 FIDELITY_FIELDS = ("contact_id", "owner_id", "legacy_owner_label", "created_at", "updated_at")
 ERROR_LOG_COLUMNS = ["legacy_crm_note_id", "reason_code", "details"]
-
-
-def with_retries(call: Callable[[], T], attempts: int = 3, wait_s: float = 0.5) -> T | None:
-    """``call()``, retried on any exception with exponential waits from ``wait_s`` seconds;
-    None when every attempt failed (the caller reports VALIDATION_SKIPPED)."""
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=wait_s, max=10 * wait_s),
-        retry=tenacity.retry_if_exception_type(Exception),
-        reraise=False,
-    )
-    try:
-        return retrying(call)
-    except tenacity.RetryError:
-        return None
 
 
 def outcome_counts(normalized: NormalizedNotes, load: LoadResult) -> Counter:

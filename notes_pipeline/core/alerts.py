@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -62,6 +63,9 @@ ALLOWED_DETAILS = frozenset(
         "attachments_planned",
         "error_log_url",
         "priority",
+        "accuracy_pct",
+        "contact_not_found_pct",
+        "actor_unresolved_pct",
     }
 )
 
@@ -125,8 +129,9 @@ class Alert:
         return f"{self.code} {pairs}"
 
 
-#: a family's routing rule: (cid, job_id, report) → the alerts to send (pure)
-AlertRule = Callable[[str, str, ReportSummary], list[Alert]]
+#: a family's routing rule: (cid, job_id, report, the report's raw metadata) → the alerts
+#: to send (pure)
+AlertRule = Callable[[str, str, ReportSummary, Mapping[str, Any]], list[Alert]]
 
 _PYPD_ENDPOINT = threading.Lock()
 
@@ -253,8 +258,8 @@ def report_alert_sensor(
     minimum_interval_seconds: int = 30,
     batch: int = 200,
 ) -> dg.SensorDefinition:
-    """A sensor named ``name`` that sends ``rule(cid, run_id, ReportSummary)`` for every new
-    materialization of ``report`` through the ``alerts`` resource (``AlertChannels``).
+    """A sensor named ``name`` that sends ``rule(cid, run_id, ReportSummary, metadata)`` for
+    every new materialization of ``report`` through the ``alerts`` resource (``AlertChannels``).
 
     A report whose alerts could not be sent (service error) stays after the cursor and is
     retried on the next tick; PagerDuty's ``dedup_key`` folds a repeated page.
@@ -293,7 +298,8 @@ def report_alert_sensor(
         for record in records:
             summary = ReportSummary.from_metadata(record.asset_materialization.metadata)
             try:
-                for alert in rule(record.partition_key or "", record.run_id, summary):
+                metadata = record.asset_materialization.metadata
+                for alert in rule(record.partition_key or "", record.run_id, summary, metadata):
                     if alerts.send(alert):
                         sent += 1
                         context.log.info(f"sent {alert.channel} {alert.summary()}")

@@ -13,12 +13,12 @@ from notes_pipeline.contact_notes.validation import (
     ReportInputs,
     build_report,
     summary_markdown,
-    with_retries,
 )
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
+from notes_pipeline.core.retries import with_retries
 from notes_pipeline.core.run_metadata import ReportSummary
 from notes_pipeline.core.vocabulary import Outcome, RunCode
 

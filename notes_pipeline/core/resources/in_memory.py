@@ -42,6 +42,8 @@ class InMemoryStore:
     bucket, key → bytes. ``files``: what attachment URLs serve, url → (bytes, content type).
     ``audits``: the CRM audits each CID owns ([N1] already applied), by CID. ``crm_users``:
     CRM ``users`` by id. ``contact_id_map``: company → crm person id → customer id.
+    ``activity_logs``: company → external_id → document; ``activity_log_jobs``: job_id → job
+    document; ``activity_log_locks``: company → lock; ``activity_log_failures``: rows.
     """
 
     organizations: dict[str, Organization] = field(default_factory=dict)
@@ -54,6 +56,10 @@ class InMemoryStore:
     audits: dict[str, list[CrmAudit]] = field(default_factory=dict)
     crm_users: dict[int, CrmUser] = field(default_factory=dict)
     contact_id_map: dict[str, dict[int, Any]] = field(default_factory=dict)
+    activity_logs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    activity_log_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    activity_log_locks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    activity_log_failures: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -258,6 +264,111 @@ class InMemoryCdpMongo(CdpMongo):
     def delete_migrated(self, company_sso_id: str) -> int:
         with self._store().lock:
             return len(self._store().contact_notes.pop(company_sso_id, {}))
+
+
+    @override
+    def ensure_activity_log_indexes(self) -> dict[str, str]:
+        return {"in_memory": "unique"}
+
+    @override
+    def upsert_activity_logs(
+        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+    ) -> BulkUpsertResult:
+        result = BulkUpsertResult()
+        store = self._store()
+        with store.lock:
+            logs = store.activity_logs.setdefault(company_sso_id, {})
+            for index, doc in enumerate(documents):
+                if doc["company_sso_id"] != company_sso_id:
+                    raise ValueError("document outside the company scope")
+                if doc["external_id"] in logs:
+                    result.matched.add(index)
+                else:
+                    logs[doc["external_id"]] = dict(doc)
+                    result.upserted.add(index)
+        return result
+
+    @override
+    def count_activity_logs(self, company_sso_id: str) -> int:
+        return len(self._store().activity_logs.get(company_sso_id, {}))
+
+    @override
+    def iter_activity_logs(self, company_sso_id: str) -> Iterable[dict[str, Any]]:
+        return [dict(d) for d in self._store().activity_logs.get(company_sso_id, {}).values()]
+
+    @override
+    def delete_activity_logs(self, company_sso_id: str) -> int:
+        with self._store().lock:
+            return len(self._store().activity_logs.pop(company_sso_id, {}))
+
+    @override
+    def insert_job(self, job: dict[str, Any]) -> None:
+        with self._store().lock:
+            jobs = self._store().activity_log_jobs
+            if job["job_id"] in jobs:
+                raise ValueError("duplicate job_id")
+            jobs[job["job_id"]] = {"_id": job["job_id"], **job}
+
+    @override
+    def update_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        with self._store().lock:
+            if job_id in self._store().activity_log_jobs:
+                self._store().activity_log_jobs[job_id].update(fields)
+
+    @override
+    def find_job(self, job_id: str) -> dict[str, Any] | None:
+        job = self._store().activity_log_jobs.get(job_id)
+        return dict(job) if job else None
+
+    @override
+    def jobs_of(self, company_sso_id: str) -> list[dict[str, Any]]:
+        jobs = [
+            dict(j)
+            for j in self._store().activity_log_jobs.values()
+            if j["company_sso_id"] == company_sso_id
+        ]
+        return sorted(jobs, key=lambda j: str(j.get("started_at") or ""), reverse=True)
+
+    @override
+    def acquire_job_lock(self, company_sso_id: str, job_id: str) -> dict[str, Any] | None:
+        with self._store().lock:
+            locks = self._store().activity_log_locks
+            held = locks.setdefault(company_sso_id, {"_id": company_sso_id, "job_id": job_id})
+            return None if held["job_id"] == job_id else dict(held)
+
+    @override
+    def take_over_job_lock(self, company_sso_id: str, stale_job_id: str, job_id: str) -> bool:
+        with self._store().lock:
+            held = self._store().activity_log_locks.get(company_sso_id)
+            if held is None or held["job_id"] != stale_job_id:
+                return False
+            held["job_id"] = job_id
+            return True
+
+    @override
+    def release_job_lock(self, company_sso_id: str, job_id: str) -> None:
+        with self._store().lock:
+            locks = self._store().activity_log_locks
+            if locks.get(company_sso_id, {}).get("job_id") == job_id:
+                del locks[company_sso_id]
+
+    @override
+    def job_lock(self, company_sso_id: str) -> dict[str, Any] | None:
+        held = self._store().activity_log_locks.get(company_sso_id)
+        return dict(held) if held else None
+
+    @override
+    def record_failures(self, failures: Sequence[dict[str, Any]]) -> None:
+        with self._store().lock:
+            self._store().activity_log_failures.extend(dict(f) for f in failures)
+
+    @override
+    def failures_of(self, company_sso_id: str, job_id: str) -> list[dict[str, Any]]:
+        return [
+            dict(f)
+            for f in self._store().activity_log_failures
+            if f["company_sso_id"] == company_sso_id and f["job_id"] == job_id
+        ]
 
 
 class InMemoryDownloader:

@@ -9,11 +9,13 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from notes_pipeline.core.resources.mongo_indexes import (
     drop_contact_notes_index,
     ensure_contact_notes_index,
+    ensure_index,
+    ensure_unique_index,
     max_bulk_write_ops,
 )
 from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult, upsert_on_insert
@@ -22,6 +24,21 @@ CONTACTS = "contacts"
 CONTACT_NOTES = "contact_notes"
 CONTACT_ID_MAP = "crm_contact_id_map"  # SPEC-activity-logs §4.3 step 5
 MIGRATED = {"legacy_crm_note_id": {"$exists": True}}
+
+# SPEC-activity-logs §5, §6
+ACTIVITY_LOGS = "activity_logs"
+ACTIVITY_LOG_JOBS = "crm_activity_log_migration_jobs"
+ACTIVITY_LOG_LOCKS = "crm_activity_log_migration_locks"
+ACTIVITY_LOG_FAILURES = "crm_activity_log_migration_failures"
+SOURCE_TAG = "crm_migration"
+ACTIVITY_LOG_INDEX = "uq_activity_logs_company_external_id"
+ACTIVITY_LOG_KEYS = [("company_sso_id", 1), ("external_id", 1)]
+ACTIVITY_LOG_TAG_INDEX = "ix_activity_logs_company_source_tag"
+ACTIVITY_LOG_TAG_KEYS = [("company_sso_id", 1), ("source_tag", 1)]
+ACTIVE_JOB_INDEX = "uq_crm_activity_log_migration_jobs_active"
+JOB_ID_INDEX = "uq_crm_activity_log_migration_jobs_job_id"
+FAILURES_INDEX = "ix_crm_activity_log_migration_failures_company_job"
+FAILURES_TTL_INDEX = "ttl_crm_activity_log_migration_failures_expire_at"
 
 
 class CdpMongo(dg.ConfigurableResource):
@@ -155,4 +172,142 @@ class CdpMongo(dg.ConfigurableResource):
         return self.notes.delete_many({"company_sso_id": company_sso_id, **MIGRATED}).deleted_count
 
 
-__all__ = ["BulkUpsertResult", "CdpMongo", "PyMongoError"]
+    # --- activity logs (SPEC-activity-logs §5-§8) -------------------------------------------
+
+    def collection(self, name: str):
+        """A collection of the CDP database by name."""
+        return self._db()[name]
+
+    def ensure_activity_log_indexes(self) -> dict[str, str]:
+        """Create the activity-log indexes (§5, §6), idempotently; returns name → variant.
+
+        ``uq_activity_logs_company_external_id`` is partial on ``external_id`` where the
+        server allows it (plain unique on FerretDB 1.x); the one-active-job index on the jobs
+        collection is created only where partial indexes exist — everywhere the lock document
+        (``acquire_job_lock``) is what enforces it.
+        """
+        logs = self.collection(ACTIVITY_LOGS)
+        jobs = self.collection(ACTIVITY_LOG_JOBS)
+        failures = self.collection(ACTIVITY_LOG_FAILURES)
+        modes = {
+            ACTIVITY_LOG_INDEX: ensure_unique_index(
+                logs, ACTIVITY_LOG_INDEX, ACTIVITY_LOG_KEYS, {"external_id": {"$exists": True}}
+            ),
+            ACTIVITY_LOG_TAG_INDEX: ensure_index(
+                logs, ACTIVITY_LOG_TAG_INDEX, ACTIVITY_LOG_TAG_KEYS
+            ),
+            JOB_ID_INDEX: ensure_unique_index(jobs, JOB_ID_INDEX, [("job_id", 1)], None),
+            FAILURES_INDEX: ensure_index(
+                failures, FAILURES_INDEX, [("company_sso_id", 1), ("job_id", 1)]
+            ),
+        }
+        if modes[ACTIVITY_LOG_INDEX] == "partial":
+            modes[ACTIVE_JOB_INDEX] = ensure_unique_index(
+                jobs, ACTIVE_JOB_INDEX, [("company_sso_id", 1)], {"status": "in_progress"}
+            )
+        try:
+            failures.create_index(
+                [("expire_at", 1)], name=FAILURES_TTL_INDEX, expireAfterSeconds=0
+            )
+            modes[FAILURES_TTL_INDEX] = "ttl"
+        except PyMongoError:  # a server without TTL indexes: the retention is documented only
+            modes[FAILURES_TTL_INDEX] = "none"
+        return modes
+
+    def upsert_activity_logs(
+        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+    ) -> BulkUpsertResult:
+        """§5 writes: `$setOnInsert` upserts keyed by (company_sso_id, external_id)."""
+        return upsert_on_insert(
+            self.collection(ACTIVITY_LOGS),
+            {"company_sso_id": company_sso_id},
+            "external_id",
+            documents,
+            self._max_ops(),
+        )
+
+    def count_activity_logs(self, company_sso_id: str) -> int:
+        """§7 accuracy: ``countDocuments({source_tag: 'crm_migration', company_sso_id})``."""
+        return self.collection(ACTIVITY_LOGS).count_documents(
+            {"company_sso_id": company_sso_id, "source_tag": SOURCE_TAG}
+        )
+
+    def iter_activity_logs(self, company_sso_id: str) -> Iterable[dict[str, Any]]:
+        """The company's migrated activity logs as stored, streamed (one scoped query)."""
+        return self.collection(ACTIVITY_LOGS).find(
+            {"company_sso_id": company_sso_id, "source_tag": SOURCE_TAG}, batch_size=2000
+        )
+
+    def delete_activity_logs(self, company_sso_id: str) -> int:
+        """§8 rollback, the only delete: this company's ``source_tag = crm_migration``
+        documents; native documents and other companies' never match. Returns the count."""
+        return (
+            self.collection(ACTIVITY_LOGS)
+            .delete_many({"company_sso_id": company_sso_id, "source_tag": SOURCE_TAG})
+            .deleted_count
+        )
+
+    def insert_job(self, job: dict[str, Any]) -> None:
+        """Insert a job document (§6); ``DuplicateKeyError`` when its job_id exists or, on
+        servers with the partial index, another job of the company is in progress."""
+        self.collection(ACTIVITY_LOG_JOBS).insert_one({"_id": job["job_id"], **job})
+
+    def update_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        """``$set`` ``fields`` on the job document ``job_id``."""
+        self.collection(ACTIVITY_LOG_JOBS).update_one({"_id": job_id}, {"$set": fields})
+
+    def find_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job document ``job_id``, or None."""
+        return self.collection(ACTIVITY_LOG_JOBS).find_one({"_id": job_id})
+
+    def jobs_of(self, company_sso_id: str) -> list[dict[str, Any]]:
+        """Every job document of the company, newest ``started_at`` first."""
+        jobs = list(self.collection(ACTIVITY_LOG_JOBS).find({"company_sso_id": company_sso_id}))
+        return sorted(jobs, key=lambda j: str(j.get("started_at") or ""), reverse=True)
+
+    def acquire_job_lock(self, company_sso_id: str, job_id: str) -> dict[str, Any] | None:
+        """Take the company's lock document (``_id = company_sso_id``, §15) for ``job_id``.
+
+        Returns None when taken, else the lock document that holds it (another job).
+        """
+        locks = self.collection(ACTIVITY_LOG_LOCKS)
+        try:
+            locks.insert_one({"_id": company_sso_id, "job_id": job_id})
+            return None
+        except DuplicateKeyError:
+            held = locks.find_one({"_id": company_sso_id})
+            if held is None:  # released in between: try once more
+                return self.acquire_job_lock(company_sso_id, job_id)
+            return held if held.get("job_id") != job_id else None
+
+    def take_over_job_lock(self, company_sso_id: str, stale_job_id: str, job_id: str) -> bool:
+        """Move the lock from ``stale_job_id`` to ``job_id`` atomically; False when another
+        job took it first."""
+        done = self.collection(ACTIVITY_LOG_LOCKS).update_one(
+            {"_id": company_sso_id, "job_id": stale_job_id}, {"$set": {"job_id": job_id}}
+        )
+        return done.matched_count == 1
+
+    def release_job_lock(self, company_sso_id: str, job_id: str) -> None:
+        """Release the company's lock if ``job_id`` holds it (idempotent)."""
+        self.collection(ACTIVITY_LOG_LOCKS).delete_one({"_id": company_sso_id, "job_id": job_id})
+
+    def job_lock(self, company_sso_id: str) -> dict[str, Any] | None:
+        """The company's lock document, or None when no job holds it."""
+        return self.collection(ACTIVITY_LOG_LOCKS).find_one({"_id": company_sso_id})
+
+    def record_failures(self, failures: Sequence[dict[str, Any]]) -> None:
+        """Keep final failures (ids and codes only) in the failed-record store (§6)."""
+        if failures:
+            self.collection(ACTIVITY_LOG_FAILURES).insert_many([dict(f) for f in failures])
+
+    def failures_of(self, company_sso_id: str, job_id: str) -> list[dict[str, Any]]:
+        """The failed-record store's rows of one job."""
+        return list(
+            self.collection(ACTIVITY_LOG_FAILURES).find(
+                {"company_sso_id": company_sso_id, "job_id": job_id}, {"_id": 0}
+            )
+        )
+
+
+__all__ = ["SOURCE_TAG", "BulkUpsertResult", "CdpMongo", "DuplicateKeyError", "PyMongoError"]

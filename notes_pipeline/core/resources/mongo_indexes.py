@@ -69,45 +69,60 @@ def ensure_contact_notes_index(collection: Collection) -> str:
     Returns the variant in place: ``"partial"`` (unique + partialFilterExpression) or
     ``"plain"`` (plain unique; FerretDB only).
     """
-    existing = _existing(collection, CONTACT_NOTES_INDEX_KEYS)
+    return ensure_unique_index(
+        collection, CONTACT_NOTES_INDEX_NAME, CONTACT_NOTES_INDEX_KEYS, CONTACT_NOTES_PARTIAL_FILTER
+    )
+
+
+def ensure_unique_index(
+    collection: Collection,
+    name: str,
+    keys: list[tuple[str, int]],
+    partial_filter: dict[str, Any] | None,
+) -> str:
+    """Create a unique index on ``keys`` (partial on ``partial_filter``) unless one exists.
+
+    Returns ``"partial"`` or ``"plain"``. FerretDB 1.x rejects ``partialFilterExpression``;
+    there (only) a plain unique index is created, where a missing key field is SQL NULL and
+    never collides. Raises ``RuntimeError`` when a NON-unique index holds the same keys, and
+    any other ``OperationFailure`` (on MongoDB a plain index would make native documents
+    collide, so there is no fallback).
+    """
+    existing = _existing(collection, keys)
     if existing is not None:
         if not existing.get("unique"):
             raise RuntimeError(
                 f"{collection.full_name} has a NON-unique index {existing['name']!r} on "
-                f"{CONTACT_NOTES_INDEX_KEYS}; drop it before migrating"
+                f"{keys}; drop it before migrating"
             )
         variant = _variant_of(existing)
-        log.info("contact_notes index %s already present (%s)", existing["name"], variant)
+        log.info("index %s already present (%s)", existing["name"], variant)
         return variant
-
+    if partial_filter is None:
+        collection.create_index(keys, name=name, unique=True)
+        return VARIANT_PLAIN
     ferret = is_ferretdb(collection)
     try:
         collection.create_index(
-            CONTACT_NOTES_INDEX_KEYS,
-            name=CONTACT_NOTES_INDEX_NAME,
-            unique=True,
-            partialFilterExpression=CONTACT_NOTES_PARTIAL_FILTER,
+            keys, name=name, unique=True, partialFilterExpression=partial_filter
         )
-        log.info(
-            "created %s on %s with partialFilterExpression",
-            CONTACT_NOTES_INDEX_NAME,
-            collection.full_name,
-        )
+        log.info("created %s on %s with partialFilterExpression", name, collection.full_name)
         return VARIANT_PARTIAL
     except OperationFailure as exc:
-        # Only FerretDB gets the plain fallback: there a missing legacy_crm_note_id is NULL
-        # in the index and never collides. On MongoDB a plain unique index would make
-        # every native note of a company collide, so any failure there is fatal.
         if not (ferret and exc.code == _NOT_IMPLEMENTED):
             raise
         log.info("FerretDB rejected partialFilterExpression (%s)", exc.details.get("errmsg"))
-    collection.create_index(CONTACT_NOTES_INDEX_KEYS, name=CONTACT_NOTES_INDEX_NAME, unique=True)
-    log.info(
-        "created %s on %s as a plain unique index (FerretDB: no partialFilterExpression)",
-        CONTACT_NOTES_INDEX_NAME,
-        collection.full_name,
-    )
+    collection.create_index(keys, name=name, unique=True)
+    log.info("created %s on %s as a plain unique index (FerretDB)", name, collection.full_name)
     return VARIANT_PLAIN
+
+
+def ensure_index(collection: Collection, name: str, keys: list[tuple[str, int]]) -> str:
+    """A plain (non-unique) index on ``keys`` unless one with those keys exists; its name."""
+    existing = _existing(collection, keys)
+    if existing is not None:
+        return existing["name"]
+    return collection.create_index(keys, name=name)
 
 
 #: Max UpdateOne ops per bulk_write call on FerretDB 1.x. Its update handler keeps one
@@ -143,9 +158,4 @@ def ensure_contacts_index(collection: Collection) -> str:
 
     Idempotent; an existing index with the same keys (any name) is reused. Returns its name.
     """
-    existing = _existing(collection, CONTACTS_INDEX_KEYS)
-    if existing is not None:
-        return existing["name"]
-    name = collection.create_index(CONTACTS_INDEX_KEYS, name=CONTACTS_INDEX_NAME)
-    log.info("created %s on %s", name, collection.full_name)
-    return name
+    return ensure_index(collection, CONTACTS_INDEX_NAME, CONTACTS_INDEX_KEYS)

@@ -1,0 +1,284 @@
+"""Writing one CID's planned activity logs (SPEC-activity-logs §6): batches of ≤ 20 through
+``write_concurrency`` writers, a failed batch retried once, the end-of-run queue, the halt rule
+after every batch, and the progress the job document shows.
+
+Plain Python over an iterable of ``PlanEntry`` (read chunk by chunk): the writer, the
+progress callback and the clock are injected, so tests drive it without Dagster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from notes_pipeline.activity_logs import events
+from notes_pipeline.activity_logs.jobs import LoadCounters, ResumePoint
+from notes_pipeline.activity_logs.records import (
+    FailureCode,
+    PlanEntry,
+    PlanOutcome,
+    SkipCode,
+)
+from notes_pipeline.core.crm_records import Organization
+from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult
+from notes_pipeline.core.vocabulary import LoadStatus
+
+Writer = Callable[[Sequence[dict[str, Any]]], BulkUpsertResult]
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """A final failure (§6 failed-record store, §7 error CSV): ids and codes only."""
+
+    external_id: str
+    crm_audit_id: int
+    reason_code: str
+    details: str = ""
+
+
+@dataclass
+class ActivityLoadResult:
+    """What ``cdp_activity_logs_loaded`` produces (§6).
+
+    ``counters`` are this job's totals including what a resumed job carried over
+    (``carried``); ``failures`` lists every final failure of this job (plan and write);
+    ``queue_left`` are write failures the end-of-run retry did not recover (0 when halted
+    before the retry, which then never ran: ``queue_retried`` = 0). ``window_seconds`` is the
+    wall time of each group of ``write_concurrency`` batches, in order.
+    """
+
+    cid: str
+    company_sso_id: str
+    job_id: str
+    status: LoadStatus = LoadStatus.LOADED
+    counters: LoadCounters = field(default_factory=LoadCounters)
+    carried: LoadCounters = field(default_factory=LoadCounters)
+    skipped_by_code: Counter = field(default_factory=Counter)
+    failures: list[RecordFailure] = field(default_factory=list)
+    queued: int = 0
+    queue_retried: int = 0
+    queue_recovered: int = 0
+    queue_left: int = 0
+    not_attempted: int = 0
+    last_audit_id: int | None = None
+    batches: int = 0
+    window_seconds: list[float] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    resumed_from_job_id: str | None = None
+
+    @property
+    def halted(self) -> bool:
+        """The halt rule stopped the load."""
+        return self.status == LoadStatus.HALTED
+
+    def failed_by_code(self) -> dict[str, int]:
+        """Final failures per reason code."""
+        return dict(sorted(Counter(f.reason_code for f in self.failures).items()))
+
+
+@dataclass
+class ActivityLoadContext:
+    """What the loader touches: the writer for the company, the §6 settings, the job."""
+
+    org: Organization
+    write: Writer
+    job_id: str
+    batch_size: int = 20
+    write_concurrency: int = 4
+    halt_threshold: float = 0.10
+    max_write_rate_per_s: float | None = None
+    resume: ResumePoint | None = None
+    log: Any = None
+    on_progress: Callable[[ActivityLoadResult], None] | None = None
+    clock: Callable[[], float] = time.monotonic
+    pause: Callable[[float], None] = time.sleep
+
+
+def _attempt(write: Writer, documents: Sequence[dict[str, Any]]) -> BulkUpsertResult:
+    try:
+        return write(documents)
+    except Exception as exc:  # noqa: BLE001 - any failure of the call fails its rows (retried)
+        return BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(documents))})
+
+
+def write_batch(write: Writer, batch: Sequence[PlanEntry]) -> BulkUpsertResult:
+    """Write one batch; its failed rows are retried once, together (§6 'a failed batch is
+    retried once'). Never raises: a row that still fails is in ``errors``."""
+    documents = [entry.document or {} for entry in batch]
+    first = _attempt(write, documents)
+    if not first.errors:
+        return first
+    failed = sorted(first.errors)
+    again = _attempt(write, [documents[i] for i in failed])
+    merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
+    for offset, index in enumerate(failed):
+        if offset in again.upserted:
+            merged.upserted.add(index)
+        elif offset in again.matched:
+            merged.matched.add(index)
+        else:
+            merged.errors[index] = again.errors.get(offset, first.errors[index])
+    return merged
+
+
+class _Loader:
+    def __init__(self, ctx: ActivityLoadContext) -> None:
+        self.ctx = ctx
+        carried = ctx.resume.carried if ctx.resume else LoadCounters()
+        self.result = ActivityLoadResult(
+            cid=ctx.org.cid,
+            company_sso_id=ctx.org.company_sso_id,
+            job_id=ctx.job_id,
+            counters=LoadCounters(carried.migrated, carried.skipped, carried.failed),
+            carried=carried,
+            resumed_from_job_id=ctx.resume.job_id if ctx.resume else None,
+        )
+        self.queue: list[PlanEntry] = []
+        self.started = ctx.clock()
+        self.written = 0
+
+    def _emit(self, name: str, **properties: Any) -> None:
+        if self.ctx.log is not None:
+            events.emit(
+                self.ctx.log, name, job_id=self.ctx.job_id, cid=self.ctx.org.cid, **properties
+            )
+
+    def fail(self, entry: PlanEntry, code: str, details: str = "") -> None:
+        self.result.counters.failed += 1
+        self.result.failures.append(
+            RecordFailure(entry.external_id, entry.crm_audit_id, str(code), details)
+        )
+
+    def see(self, entry: PlanEntry) -> None:
+        """Count a plan entry that needs no write (skipped or failed in the plan)."""
+        if entry.outcome == PlanOutcome.SKIPPED:
+            self.result.counters.skipped += 1
+            self.result.skipped_by_code[str(entry.code)] += 1
+        else:
+            self.fail(entry, str(entry.code or FailureCode.TRANSFORM_ERROR), entry.details)
+
+    def flush(self, pending: list[PlanEntry], pool: ThreadPoolExecutor, seen_up_to: int | None):
+        """Write ``pending`` as batches in parallel; apply results batch by batch, halting as
+        soon as the rule says so. Returns True when halted."""
+        ctx = self.ctx
+        groups = [pending[i : i + ctx.batch_size] for i in range(0, len(pending), ctx.batch_size)]
+        began = ctx.clock()
+        results = list(pool.map(lambda batch: write_batch(ctx.write, batch), groups))
+        if groups:
+            self.result.window_seconds.append(round(ctx.clock() - began, 4))
+        halted = False
+        for batch, written in zip(groups, results, strict=True):
+            self.result.batches += 1
+            for index, entry in enumerate(batch):
+                if index in written.upserted:
+                    self.result.counters.migrated += 1
+                elif index in written.matched:
+                    self.result.counters.skipped += 1
+                    self.result.skipped_by_code[str(SkipCode.DUPLICATE_EXTERNAL_ID)] += 1
+                else:
+                    self.result.counters.failed += 1  # queued: failed until the retry (§6 [N14])
+                    self.queue.append(entry)
+                    self.result.queued += 1
+            self._emit(
+                events.BATCH_COMPLETED,
+                batch_number=self.result.batches,
+                records_in_batch=len(batch),
+                failed_in_batch=len(written.errors),
+                last_audit_id=batch[-1].crm_audit_id,
+            )
+            if self.result.counters.exceeds(ctx.halt_threshold):
+                halted = True
+                break
+        self.written += len(pending)
+        if seen_up_to is not None:
+            self.result.last_audit_id = seen_up_to
+        if ctx.on_progress is not None:
+            ctx.on_progress(self.result)
+        if ctx.max_write_rate_per_s:
+            ahead = self.written / ctx.max_write_rate_per_s - (ctx.clock() - self.started)
+            if ahead > 0:
+                ctx.pause(ahead)  # §11 [N19]: the optional write-rate ceiling
+        return halted
+
+    def retry_queue(self) -> None:
+        """§6 end of run: each queued record once, individually; success moves it from
+        failed to migrated (or skipped when it turns out to exist), else ``write_failed``."""
+        for entry in self.queue:
+            self.result.queue_retried += 1
+            written = _attempt(self.ctx.write, [entry.document or {}])
+            if written.upserted or written.matched:
+                self.result.counters.failed -= 1
+                self.result.queue_recovered += 1
+                if written.upserted:
+                    self.result.counters.migrated += 1
+                else:
+                    self.result.counters.skipped += 1
+                    self.result.skipped_by_code[str(SkipCode.DUPLICATE_EXTERNAL_ID)] += 1
+            else:
+                self.result.counters.failed -= 1  # re-counted as a final failure below
+                self.fail(entry, str(FailureCode.WRITE_FAILED), written.errors.get(0, ""))
+                self.result.queue_left += 1
+                self._emit(
+                    events.RECORD_FAILED,
+                    external_id=entry.external_id,
+                    reason_code=str(FailureCode.WRITE_FAILED),
+                )
+        self.queue = []
+
+
+def load_activity_logs(
+    ctx: ActivityLoadContext, entries: Iterable[PlanEntry]
+) -> ActivityLoadResult:
+    """Write every ``ready`` entry of the plan (in ``audits.id`` order), count every entry.
+
+    Every entry ends as migrated, skipped (its plan code, or ``duplicate_external_id`` when
+    the key exists) or failed (its plan code, or ``write_failed``); after a halt the rest are
+    ``not_attempted`` and the end-of-run queue stays (``queue_left``). A resumed job skips
+    what its predecessor accounted for (``ResumePoint``). Never raises for a record.
+    """
+    loader = _Loader(ctx)
+    result = loader.result
+    window = max(1, ctx.batch_size) * max(1, ctx.write_concurrency)
+    pending: list[PlanEntry] = []
+    seen_up_to: int | None = ctx.resume.last_audit_id if ctx.resume else None
+    halted = False
+    stream = iter(entries)
+    with ThreadPoolExecutor(max_workers=max(1, ctx.write_concurrency)) as pool:
+        for entry in stream:
+            if ctx.resume is not None and ctx.resume.done(entry.crm_audit_id, entry.external_id):
+                continue
+            if entry.outcome == PlanOutcome.READY:
+                pending.append(entry)
+            else:
+                loader.see(entry)
+            seen_up_to = max(seen_up_to or 0, entry.crm_audit_id)
+            if len(pending) >= window:
+                halted = loader.flush(pending, pool, seen_up_to)
+                pending = []
+                if halted:
+                    break
+        if not halted:
+            halted = loader.flush(pending, pool, seen_up_to)
+        if not halted:
+            loader.retry_queue()
+            if ctx.on_progress is not None:
+                ctx.on_progress(result)
+    if halted:
+        result.status = LoadStatus.HALTED
+        result.queue_left = len(loader.queue)
+        for entry in loader.queue:
+            result.failures.append(
+                RecordFailure(entry.external_id, entry.crm_audit_id, str(FailureCode.WRITE_FAILED))
+            )
+        result.not_attempted = sum(
+            1
+            for entry in stream
+            if ctx.resume is None or not ctx.resume.done(entry.crm_audit_id, entry.external_id)
+        )
+        loader._emit(events.HALTED, failure_rate=result.counters.failure_rate)
+    result.duration_seconds = round(ctx.clock() - loader.started, 3)
+    return result

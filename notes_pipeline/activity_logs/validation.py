@@ -1,0 +1,304 @@
+"""The activity-log validation report (SPEC-activity-logs §7 [N20], §6 states), as pure
+functions over streams: the plan, the load result and the stored documents.
+
+Memory: one 8-byte digest per stored document (by ``crm_audit_id``), never the documents.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from notes_pipeline.activity_logs.load import ActivityLoadResult
+from notes_pipeline.activity_logs.records import (
+    FailureCode,
+    JobStatus,
+    PlanEntry,
+    PlanOutcome,
+    SkipCode,
+)
+from notes_pipeline.core.rates import pct
+
+CSV_COLUMNS = ("external_id", "crm_audit_id", "reason_code", "details")
+EXTERNAL_ID_PREFIX = "crm_audit:"
+WORST = 20  # ids listed per finding
+#: fields written per run, not per record: never part of the fidelity comparison
+RUN_FIELDS = (("metadata", "job_id"),)
+
+
+def comparable(document: Mapping[str, Any]) -> dict[str, Any]:
+    """``document`` without ``_id`` and the per-run fields (``metadata.job_id``)."""
+    doc = {k: v for k, v in document.items() if k != "_id"}
+    for outer, inner in RUN_FIELDS:
+        if isinstance(doc.get(outer), Mapping):
+            doc[outer] = {k: v for k, v in doc[outer].items() if k != inner}
+    return doc
+
+
+def digest(document: Mapping[str, Any]) -> bytes:
+    """8-byte fingerprint of ``comparable(document)`` (key order and ``_id`` ignored)."""
+    text = json.dumps(comparable(document), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+def audit_id_of(external_id: object) -> int | None:
+    """``crm_audit:<id>`` → id; None for anything else."""
+    text = str(external_id or "")
+    tail = text.removeprefix(EXTERNAL_ID_PREFIX)
+    return int(tail) if text.startswith(EXTERNAL_ID_PREFIX) and tail.isdigit() else None
+
+
+@dataclass
+class StoredIndex:
+    """What the report keeps of the stored documents: a digest per audit id, duplicates."""
+
+    digests: dict[int, bytes] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
+    unkeyed: int = 0  # tagged documents without a crm_audit external_id
+    scanned: int = 0
+
+
+def index_stored(documents: Iterable[Mapping[str, Any]]) -> StoredIndex:
+    """One pass over the company's migrated documents: digests and duplicate external ids."""
+    index = StoredIndex()
+    for doc in documents:
+        index.scanned += 1
+        audit_id = audit_id_of(doc.get("external_id"))
+        if audit_id is None:
+            index.unkeyed += 1
+            continue
+        if audit_id in index.digests:
+            index.duplicates.append(str(doc.get("external_id")))
+            continue
+        index.digests[audit_id] = digest(doc)
+    return index
+
+
+@dataclass
+class PlanTally:
+    """One pass over the plan: the §7 denominators and the fidelity comparison."""
+
+    planned: int = 0
+    unmapped: int = 0
+    contact_not_found: int = 0
+    ready: int = 0
+    stored_of_ready: int = 0
+    mismatched: list[str] = field(default_factory=list)
+    mismatched_count: int = 0
+    by_category_action: Counter = field(default_factory=Counter)
+    by_actor_case: Counter = field(default_factory=Counter)
+    unmapped_rows: list[tuple[str, int, str]] = field(default_factory=list)
+
+    @property
+    def in_scope(self) -> int:
+        """[N20] source COUNT: planned audits minus ``unmapped_action_type`` skips."""
+        return self.planned - self.unmapped
+
+    @property
+    def contact_not_found_pct(self) -> float:
+        """``contact_not_found`` share of in-scope audits, percent (0.0 when none)."""
+        return pct(self.contact_not_found, self.in_scope) if self.in_scope else 0.0
+
+
+def tally_plan(entries: Iterable[PlanEntry], stored: StoredIndex) -> PlanTally:
+    """Count the plan and compare each ready entry's document with the stored one."""
+    tally = PlanTally()
+    for entry in entries:
+        tally.planned += 1
+        if entry.code == SkipCode.UNMAPPED_ACTION_TYPE:
+            tally.unmapped += 1
+            tally.unmapped_rows.append((entry.external_id, entry.crm_audit_id, str(entry.code)))
+        if entry.code == FailureCode.CONTACT_NOT_FOUND:
+            tally.contact_not_found += 1
+        if entry.actor_case is not None:
+            tally.by_actor_case[entry.actor_case] += 1
+        if entry.outcome != PlanOutcome.READY or entry.document is None:
+            continue
+        tally.ready += 1
+        tally.by_category_action[f"{entry.category}/{entry.action}"] += 1
+        held = stored.digests.get(entry.crm_audit_id)
+        if held is None:
+            continue
+        tally.stored_of_ready += 1
+        if held != digest(entry.document):
+            tally.mismatched_count += 1
+            if len(tally.mismatched) < WORST:
+                tally.mismatched.append(entry.external_id)
+    return tally
+
+
+@dataclass
+class ActivityLogReport:
+    """``activity_log_validation_report`` (§7): the CID's final state and its evidence.
+
+    ``accuracy_pct`` = ``target_count / source_count × 100`` (None: the count was unavailable,
+    ``VALIDATION_SKIPPED``); ``source_count`` = in-scope audits minus unmapped skips [N20].
+    """
+
+    cid: str
+    job_id: str
+    status: JobStatus
+    source_count: int
+    target_count: int | None
+    accuracy_pct: float | None
+    outcomes: dict[str, int]
+    skipped_by_code: dict[str, int]
+    failed_by_code: dict[str, int]
+    contact_not_found: int
+    contact_not_found_pct: float
+    duplicates: list[str]
+    mismatched: list[str]
+    mismatched_count: int
+    unkeyed_documents: int
+    queue_left: int
+    failure_rate: float
+    by_category_action: dict[str, int]
+    by_actor_case: dict[str, int]
+    error_rows: int = 0
+    validation_skipped: bool = False
+    duration_seconds: float = 0.0
+
+    @property
+    def halted(self) -> bool:
+        """The load was halted."""
+        return self.status == JobStatus.HALTED
+
+    @property
+    def actor_unresolved_pct(self) -> float:
+        """Actor cases A3 + A4, percent of the audits that reached the actor rule (§9)."""
+        unresolved = sum(n for case, n in self.by_actor_case.items() if case in ("A3", "A4"))
+        return pct(unresolved, sum(self.by_actor_case.values())) if self.by_actor_case else 0.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """§6/§7 pass marks, percent."""
+
+    accuracy_pct: float = 99.0
+    contact_not_found_pct: float = 1.0
+
+
+def final_state(
+    load: ActivityLoadResult,
+    accuracy_pct: float | None,
+    contact_not_found_pct: float,
+    duplicates: int,
+    mismatched: int,
+    thresholds: Thresholds,
+) -> JobStatus:
+    """§6 states: ``halted`` when the load halted; ``completed_success`` when accuracy ≥ the
+    pass mark, ``contact_not_found`` below its share, the end-of-run queue empty, and no
+    duplicate or fidelity mismatch; else ``completed_with_errors``."""
+    if load.halted:
+        return JobStatus.HALTED
+    success = (
+        accuracy_pct is not None
+        and accuracy_pct >= thresholds.accuracy_pct
+        and contact_not_found_pct < thresholds.contact_not_found_pct
+        and load.queue_left == 0
+        and duplicates == 0
+        and mismatched == 0
+    )
+    return JobStatus.COMPLETED_SUCCESS if success else JobStatus.COMPLETED_WITH_ERRORS
+
+
+def build_report(
+    cid: str,
+    load: ActivityLoadResult,
+    tally: PlanTally,
+    stored: StoredIndex,
+    target_count: int | None,
+    thresholds: Thresholds,
+) -> ActivityLogReport:
+    """The report from the pieces (no I/O)."""
+    source = tally.in_scope
+    accuracy = None if target_count is None else pct(target_count, source)
+    counters = load.counters
+    status = final_state(
+        load,
+        accuracy,
+        tally.contact_not_found_pct,
+        len(stored.duplicates),
+        tally.mismatched_count,
+        thresholds,
+    )
+    return ActivityLogReport(
+        cid=cid,
+        job_id=load.job_id,
+        status=status,
+        source_count=source,
+        target_count=target_count,
+        accuracy_pct=accuracy,
+        outcomes={
+            "migrated": counters.migrated,
+            "skipped": counters.skipped,
+            "failed": counters.failed,
+            "not_attempted": load.not_attempted,
+        },
+        skipped_by_code=dict(sorted(load.skipped_by_code.items())),
+        failed_by_code=load.failed_by_code(),
+        contact_not_found=tally.contact_not_found,
+        contact_not_found_pct=tally.contact_not_found_pct,
+        duplicates=stored.duplicates[:WORST],
+        mismatched=tally.mismatched,
+        mismatched_count=tally.mismatched_count,
+        unkeyed_documents=stored.unkeyed,
+        queue_left=load.queue_left,
+        failure_rate=counters.failure_rate,
+        by_category_action=dict(sorted(tally.by_category_action.items())),
+        by_actor_case=dict(sorted(tally.by_actor_case.items())),
+        validation_skipped=target_count is None,
+    )
+
+
+def error_csv(load: ActivityLoadResult, tally: PlanTally) -> tuple[bytes, int]:
+    """The error CSV (§7): one row per final failure and per unmapped skip —
+    ``external_id, crm_audit_id, reason_code, details`` (ids and codes only). (bytes, rows)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    rows = 0
+    for failure in load.failures:
+        writer.writerow(
+            (failure.external_id, failure.crm_audit_id, failure.reason_code, failure.details)
+        )
+        rows += 1
+    for external_id, audit_id, code in tally.unmapped_rows:
+        writer.writerow((external_id, audit_id, code, ""))
+        rows += 1
+    return out.getvalue().encode(), rows
+
+
+def summary_markdown(report: ActivityLogReport) -> str:
+    """The Markdown summary Ops read before cutover (counts, rates, codes; no values)."""
+    accuracy = (
+        "skipped (VALIDATION_SKIPPED)" if report.accuracy_pct is None else report.accuracy_pct
+    )
+    lines = [
+        f"### CID {report.cid}: **{report.status}**",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| accuracy_pct (target / source) | {accuracy} ({report.target_count} / "
+        f"{report.source_count}) |",
+        *(f"| {k} | {v} |" for k, v in report.outcomes.items()),
+        f"| failure_rate | {report.failure_rate} |",
+        f"| contact_not_found | {report.contact_not_found} ({report.contact_not_found_pct} %) |",
+        f"| duplicates | {len(report.duplicates)} |",
+        f"| fidelity mismatches | {report.mismatched_count} |",
+        f"| end-of-run queue left | {report.queue_left} |",
+        f"| error CSV rows | {report.error_rows} |",
+    ]
+    for title, counts in (
+        ("skipped by code", report.skipped_by_code),
+        ("failed by code", report.failed_by_code),
+    ):
+        if counts:
+            lines += ["", f"**{title}:** " + ", ".join(f"`{k}` {v}" for k, v in counts.items())]
+    return "\n".join(lines)
