@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_ENV_FILE = stack_env_file(REPO_ROOT)
 STACK_TEST_FILES = frozenset(
     {
+        "test_activity_logs_load.py",
         "test_activity_logs_stage1.py",
         "test_cutover.py",
         "test_definitions.py",

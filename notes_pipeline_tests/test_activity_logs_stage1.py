@@ -47,7 +47,7 @@ from devtools.synthetic.audits import (
     STAGE1_AUDITS,
 )
 from devtools.synthetic.writer import Targets, seed
-from notes_pipeline.activity_logs.definitions import activity_log_assets
+from notes_pipeline.activity_logs.definitions import plan_assets
 from notes_pipeline.activity_logs.rules import plan as plan_module
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
 from notes_pipeline.core.partitions import cid_partitions
@@ -108,7 +108,7 @@ def dry_run(
         instance.add_dynamic_partitions(cid_partitions.name, [str(cid)])
     config = {"date_range_start": date_range_start} if date_range_start else {}
     return dg.materialize(
-        activity_log_assets,
+        plan_assets,
         partition_key=str(cid),
         resources=resources(crm_audits, **settings),
         instance=instance,

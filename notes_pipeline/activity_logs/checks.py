@@ -216,6 +216,7 @@ def loaded_checks(load, settings: ActivityLogSettings) -> list[dg.AssetCheckResu
             {
                 "status": str(load.status),
                 "failure_rate": counters.failure_rate,
+                "write_failure_rate": load.writes.failure_rate,
                 "threshold": settings.halt_threshold,
                 "records_failed": counters.failed,
                 "records_processed": counters.processed,

@@ -18,14 +18,12 @@ __all__ = [
     "defs",
     "dry_run_activity_logs",
     "migrate_activity_logs_cid",
+    "plan_assets",
 ]
 
-activity_log_assets = [
-    crm_audits_raw,
-    normalized_activity_logs,
-    cdp_activity_logs_loaded,
-    activity_log_validation_report,
-]
+#: the Stage-0 dry run's assets: probe + extraction and plan; they write nothing to CDP
+plan_assets = [crm_audits_raw, normalized_activity_logs]
+activity_log_assets = [*plan_assets, cdp_activity_logs_loaded, activity_log_validation_report]
 
 #: where the family's monitor state is read from (``core.status``); the CDP-facing state is
 #: the job document in crm_activity_log_migration_jobs (§6), written by the same assets
@@ -45,7 +43,7 @@ migrate_activity_logs_cid = dg.define_asset_job(
 
 dry_run_activity_logs = dg.define_asset_job(
     "dry_run_activity_logs",
-    selection=dg.AssetSelection.assets(crm_audits_raw, normalized_activity_logs),
+    selection=dg.AssetSelection.assets(*plan_assets),
     description="Stage-0 dry run of the selected CID partition(s): probe, extraction and plan "
     "with their checks. Writes nothing to CDP (§15 probe_activity_logs_cid).",
     executor_def=dg.in_process_executor,

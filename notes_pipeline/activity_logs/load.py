@@ -2,6 +2,12 @@
 ``write_concurrency`` writers, a failed batch retried once, the end-of-run queue, the halt rule
 after every batch, and the progress the job document shows.
 
+The halt rule (§6 formula) judges the write path: the ready records written so far
+(migrated, skipped as ``duplicate_external_id``, failed). Failures decided by the plan are
+judged once, over the whole CID, by the blocking ``planned_failure_rate`` gate (same
+formula) — counting them in ``audits.id`` order would halt a CID whose few deterministic
+failures happen to come first. The job's counters and ``failure_rate`` cover everything.
+
 Plain Python over an iterable of ``PlanEntry`` (read chunk by chunk): the writer, the
 progress callback and the clock are injected, so tests drive it without Dagster.
 """
@@ -46,7 +52,8 @@ class ActivityLoadResult:
 
     ``counters`` are this job's totals including what a resumed job carried over
     (``carried``); ``failures`` lists every final failure of this job (plan and write);
-    ``queue_left`` are write failures the end-of-run retry did not recover (0 when halted
+    ``writes`` counts the write path alone (what the halt rule judges); ``queue_left`` are
+    write failures the end-of-run retry did not recover (0 when halted
     before the retry, which then never ran: ``queue_retried`` = 0). ``window_seconds`` is the
     wall time of each group of ``write_concurrency`` batches, in order.
     """
@@ -57,6 +64,7 @@ class ActivityLoadResult:
     status: LoadStatus = LoadStatus.LOADED
     counters: LoadCounters = field(default_factory=LoadCounters)
     carried: LoadCounters = field(default_factory=LoadCounters)
+    writes: LoadCounters = field(default_factory=LoadCounters)
     skipped_by_code: Counter = field(default_factory=Counter)
     failures: list[RecordFailure] = field(default_factory=list)
     queued: int = 0
@@ -138,6 +146,8 @@ class _Loader:
             resumed_from_job_id=ctx.resume.job_id if ctx.resume else None,
         )
         self.queue: list[PlanEntry] = []
+        #: the write path's own outcomes (ready records only): what the halt rule judges
+        self.writes = self.result.writes
         self.started = ctx.clock()
         self.written = 0
 
@@ -176,11 +186,14 @@ class _Loader:
             for index, entry in enumerate(batch):
                 if index in written.upserted:
                     self.result.counters.migrated += 1
+                    self.writes.migrated += 1
                 elif index in written.matched:
                     self.result.counters.skipped += 1
+                    self.writes.skipped += 1
                     self.result.skipped_by_code[str(SkipCode.DUPLICATE_EXTERNAL_ID)] += 1
                 else:
                     self.result.counters.failed += 1  # queued: failed until the retry (§6 [N14])
+                    self.writes.failed += 1
                     self.queue.append(entry)
                     self.result.queued += 1
             self._emit(
@@ -190,7 +203,7 @@ class _Loader:
                 failed_in_batch=len(written.errors),
                 last_audit_id=batch[-1].crm_audit_id,
             )
-            if self.result.counters.exceeds(ctx.halt_threshold):
+            if self.writes.exceeds(ctx.halt_threshold):
                 halted = True
                 break
         self.written += len(pending)
@@ -279,6 +292,6 @@ def load_activity_logs(
             for entry in stream
             if ctx.resume is None or not ctx.resume.done(entry.crm_audit_id, entry.external_id)
         )
-        loader._emit(events.HALTED, failure_rate=result.counters.failure_rate)
+        loader._emit(events.HALTED, failure_rate=result.writes.failure_rate)
     result.duration_seconds = round(ctx.clock() - loader.started, 3)
     return result

@@ -32,13 +32,23 @@ WORST = 20  # ids listed per finding
 RUN_FIELDS = (("metadata", "job_id"),)
 
 
+def _present(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _present(v) for k, v in value.items() if v is not None and v != []}
+    if isinstance(value, list):
+        return [_present(v) for v in value]
+    return value
+
+
 def comparable(document: Mapping[str, Any]) -> dict[str, Any]:
-    """``document`` without ``_id`` and the per-run fields (``metadata.job_id``)."""
+    """``document`` without ``_id``, the per-run fields (``metadata.job_id``) and map entries
+    that are null or ``[]`` (FerretDB 1.x drops those from ``$setOnInsert``; readers treat a
+    missing field as null/empty, docs/MONGODB.md)."""
     doc = {k: v for k, v in document.items() if k != "_id"}
     for outer, inner in RUN_FIELDS:
         if isinstance(doc.get(outer), Mapping):
             doc[outer] = {k: v for k, v in doc[outer].items() if k != inner}
-    return doc
+    return _present(doc)
 
 
 def digest(document: Mapping[str, Any]) -> bytes:

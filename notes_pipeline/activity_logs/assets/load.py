@@ -193,6 +193,7 @@ def cdp_activity_logs_loaded(
         "records_failed": result.counters.failed,
         "not_attempted": result.not_attempted,
         "failure_rate": result.counters.failure_rate,
+        "write_failure_rate": result.writes.failure_rate,
         "skipped_by_code": dg.MetadataValue.json(dict(result.skipped_by_code)),
         "failed_by_code": dg.MetadataValue.json(result.failed_by_code()),
         "queue_retried": result.queue_retried,
