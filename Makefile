@@ -33,7 +33,8 @@ demo-data: up
 
 demo: demo-data
 	set -a && . $(STACK_ENV) && set +a && \
-	NOTES_PIPELINE_ENABLED_CIDS="$${NOTES_PIPELINE_ENABLED_CIDS-*}" exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	NOTES_PIPELINE_ENABLED_CIDS="$${NOTES_PIPELINE_ENABLED_CIDS-*}" \
+	NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS="$${NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS-*}" exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,7 @@ variable                            meaning
 ``..._ATTACHMENT_ALLOWED_HOSTS``,   settings (required)
 ``..._CDP_PROXY_BASE_URL``
 ``NOTES_PIPELINE_ENABLED_CIDS``     optional; unset or empty = every CID disabled
+``..._ACTIVITY_LOGS_ENABLED_CIDS``  the activity-log flag; same form (SPEC-activity-logs [N16])
 ==================================  =====================================================
 
 Secrets and connection strings reach the resources only as ``dg.EnvVar`` (resolved by Dagster
@@ -81,6 +82,7 @@ CRM_API_URL = "NOTES_PIPELINE_CRM_API_URL"
 CRM_API_AUTH = "CRM_API_AUTH"
 S3_ENDPOINT_URL = "NOTES_PIPELINE_S3_ENDPOINT_URL"
 ENABLED_CIDS = "NOTES_PIPELINE_ENABLED_CIDS"
+ACTIVITY_LOGS_ENABLED_CIDS = "NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS"
 
 
 class ResourceSelectionError(ValueError):
@@ -203,7 +205,9 @@ def resources_for_environment(
             ),
         ),
         # defaults of SPEC-activity-logs; per-run changes in the Launchpad
-        "activity_log_settings": ActivityLogSettings(),
+        "activity_log_settings": ActivityLogSettings(
+            enabled_cids=req.optional(ACTIVITY_LOGS_ENABLED_CIDS) or ""
+        ),
     }
     if check is None:
         check = ENV in environ

@@ -30,17 +30,23 @@ def test_code_location_loads_with_assets_checks_jobs_and_sensor():
         "migration_overview",
         "crm_audits_raw",
         "normalized_activity_logs",
+        "cdp_activity_logs_loaded",
+        "activity_log_validation_report",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("normalized_notes", "contact_coverage") in checks
     assert ("normalized_activity_logs", "contact_coverage") in checks
-    assert ("validation_report", "attachments") in checks and len(checks) == 8 + 5
+    assert ("validation_report", "attachments") in checks and len(checks) == 8 + 5 + 5
+    assert ("activity_log_validation_report", "accuracy") in checks
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "migrate_cid",
         "rollback_cid",
         "dry_run_activity_logs",
+        "migrate_activity_logs_cid",
+        "rollback_activity_logs_cid",
     }
     assert defs.resolve_sensor_def("cid_discovery_sensor")
+    assert defs.resolve_sensor_def("activity_logs_alerts")
 
 
 def test_dagster_definitions_validate_passes_for_the_workspace():
