@@ -25,22 +25,38 @@ def _status_assets(family: str):
     return next(f.STATUS_ASSETS for f in FAMILIES if f.STATUS_ASSETS.family == family)
 
 
+ALL_FAMILIES = "all"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the PRD §8 monitor state of one CID or of every registered CID: the overview
-    table of ``migration_overview`` (``core.overview``), or with ``--json`` every field."""
+    table of ``migration_overview`` (``core.overview``), or with ``--json`` every field.
+    ``--family all``: one table per family (``--json``: an object keyed by family)."""
     instance = dg.DagsterInstance.get()
-    assets = _status_assets(args.family)
-    if args.all:
-        rows = all_statuses(instance, assets)
-    else:
-        if args.cid not in instance.get_dynamic_partitions(cid_partitions.name):
-            print(f"CID {args.cid} is not a registered partition", file=sys.stderr)
-            return 2
-        rows = [cid_status(instance, args.cid, assets)]
+    if not args.all and args.cid not in instance.get_dynamic_partitions(cid_partitions.name):
+        print(f"CID {args.cid} is not a registered partition", file=sys.stderr)
+        return 2
+    families = (
+        [f.STATUS_ASSETS for f in FAMILIES]
+        if args.family == ALL_FAMILIES
+        else [_status_assets(args.family)]
+    )
+    tables: dict[str, object] = {}
+    for assets in families:
+        if args.all:
+            rows = all_statuses(instance, assets)
+        else:
+            rows = [cid_status(instance, args.cid, assets)]
+        if args.json:
+            tables[assets.family] = [r.as_dict() for r in rows] if args.all else rows[0].as_dict()
+        else:
+            tables[assets.family] = overview_text(overview_rows(rows, assets))
     if args.json:
-        print(json.dumps([r.as_dict() for r in rows] if args.all else rows[0].as_dict()))
+        print(json.dumps(tables if args.family == ALL_FAMILIES else tables[args.family]))
+    elif args.family == ALL_FAMILIES:
+        print("\n\n".join(f"## {family}\n{text}" for family, text in tables.items()))
     else:
-        print(overview_text(overview_rows(rows, assets)))
+        print(tables[args.family])
     return 0
 
 
@@ -107,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument(
         "--family",
         default="contact_notes",
-        choices=[f.STATUS_ASSETS.family for f in FAMILIES],
-        help="the migration family (default contact_notes)",
+        choices=[*(f.STATUS_ASSETS.family for f in FAMILIES), ALL_FAMILIES],
+        help="the migration family, or 'all' for one table per family (default contact_notes)",
     )
     status.set_defaults(func=cmd_status)
     register = sub.add_parser(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 
@@ -22,6 +23,7 @@ from pipeline_harness import cdp_db
 
 from devtools.synthetic import build_dataset
 from devtools.synthetic.writer import Targets, seed
+from notes_pipeline import cli
 from notes_pipeline.activity_logs.definitions import (
     STATUS_ASSETS,
     activity_log_assets,
@@ -261,7 +263,7 @@ class SecondTrigger(CdpMongo):
 SEEN: dict = {}
 
 
-def test_a_second_trigger_is_refused_and_the_job_shows_progress(stage1):
+def test_a_second_trigger_is_refused_and_the_job_shows_progress(stage1, capsys):
     cid, company = 1002, company_of(stage1, 1002)
     _clean(company)
     SEEN.clear()
@@ -281,6 +283,12 @@ def test_a_second_trigger_is_refused_and_the_job_shows_progress(stage1):
     assert final["status"] in ("completed_success", "completed_with_errors")
     assert final["progress_pct"] == 100.0 and final["finished_at"] is not None
     assert cdp_db()[JOBS].count_documents({"company_sso_id": company}) == 1
+    capsys.readouterr()
+    assert cli.main(["status", "--family", "all", "--cid", str(cid), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["activity_logs"]["status"] == final["status"]
+    assert shown["activity_logs"]["run_id"] == first.run_id
+    assert set(shown) == {"contact_notes", "activity_logs"}
 
 
 class FailingDelete(CdpMongo):
