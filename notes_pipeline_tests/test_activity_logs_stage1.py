@@ -584,5 +584,7 @@ def test_dry_run_job_through_graphql_shows_probe_and_checks_per_cid(dry_run_serv
         assert coverage[2]["coverage_pct"] == (98.9 if cid == GATE_BLOCKED else 99.0)
         assert seen["extraction_complete"][0] and seen["planned_failure_rate"][0]
         assert seen["unmapped_share"][1] == seen["actor_unresolved_share"][1] == "WARN"
-    # a dry run writes nothing to CDP
-    assert "activity_logs" not in cdp_db().list_collection_names()
+    # a dry run writes nothing to CDP: no activity log and no job of these CIDs' companies
+    companies = {f"company-al-{cid}" for cid in runs}
+    for name in ("activity_logs", "crm_activity_log_migration_jobs"):
+        assert not cdp_db()[name].find_one({"company_sso_id": {"$in": sorted(companies)}})
