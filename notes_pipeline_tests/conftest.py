@@ -44,6 +44,7 @@ STACK_TEST_FILES = frozenset(
         "test_synthetic.py",
         "test_ui_browser.py",
         "test_private_dagster_apis.py",
+        "test_repair_and_drift.py",
         "test_demo_isolation.py",
     }
 )

@@ -36,7 +36,8 @@ def test_code_location_loads_with_assets_checks_jobs_and_sensor():
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("normalized_notes", "contact_coverage") in checks
     assert ("normalized_activity_logs", "contact_coverage") in checks
-    assert ("validation_report", "attachments") in checks and len(checks) == 8 + 5 + 5
+    assert ("validation_report", "attachments") in checks and len(checks) == 9 + 5 + 5
+    assert ("validation_report", "source_drift") in checks
     assert ("activity_log_validation_report", "accuracy") in checks
     assert {j.name for j in defs.resolve_all_job_defs()} >= {
         "migrate_cid",

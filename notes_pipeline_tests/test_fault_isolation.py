@@ -140,7 +140,9 @@ def test_download_fault_drops_that_attachment_alone(monkeypatch, db):
     assert len(rows) == 1 and poison_asset in rows[0]["details"]
     assert loaded["attachments_copied"] == CLEAN
     docs = list(db.contact_notes.find({"company_sso_id": org.company_sso_id}))
-    assert sorted(len(d.get("attachments", [])) for d in docs) == [0] + [1] * CLEAN
+    held = sorted((d.get("attachments", []) for d in docs), key=lambda a: a[0].get("url") or "")
+    assert [a[0].get("legacy_crm_asset_id") for a in held] == [poison_asset] + [None] * CLEAN
+    assert [a[0]["url"] is None for a in held] == [True] + [False] * CLEAN  # a placeholder
 
 
 class _PoisonedUploadStorage(AttachmentStorage):

@@ -10,10 +10,11 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from bson import ObjectId
+from bson import BSON, ObjectId
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from notes_pipeline.core.resources.mongo import CONTACT_NOTES, CdpMongo
 from notes_pipeline.core.resources.mongo_indexes import (
     CONTACT_NOTES_INDEX_KEYS,
     CONTACT_NOTES_INDEX_NAME,
@@ -335,3 +336,82 @@ def test_set_on_insert_null_and_empty_array_fields(coll, ferret):
     else:
         assert stored["owner_id"] is None and stored["attachments"] == []
     assert stored.get("owner_id") is None and stored.get("attachments", []) == []
+
+
+# (8) ------------------------------------------------------------------------------------
+def _placeholder(asset_id: str) -> dict:
+    return {
+        "type": "pdf",
+        "url": None,
+        "file_name": f"{asset_id}.pdf",
+        "file_size_in_byte": None,
+        "unavailable": True,
+        "legacy_crm_asset_id": asset_id,
+    }
+
+
+def test_placeholders_found_per_company_and_replaced_in_place_only_once(mongo_db, stack_env):
+    """Issue #12: the company-scoped placeholder query and the guarded in-place replacement
+    (dot-notation array positions; standard MongoDB, also FerretDB 1.24)."""
+    mongo = CdpMongo(uri=stack_env["NOTES_PIPELINE_MONGO_URI"], database=mongo_db.name)
+    notes = mongo_db[CONTACT_NOTES]
+    real = {"type": "image", "url": "https://cdp/a1", "file_name": "a1.png", "file_size_in_byte": 3}
+    mine, other = f"co-{uuid.uuid4().hex[:6]}", f"co-{uuid.uuid4().hex[:6]}"
+    first = {
+        "company_sso_id": mine,
+        "legacy_crm_note_id": "1",
+        "note": "x",
+        "updated_at": datetime(2024, 1, 2, 3, 4, 5),
+        "attachments": [_placeholder("a1"), real, _placeholder("d3")],
+    }
+    notes.insert_many(
+        [
+            first,
+            {"company_sso_id": mine, "legacy_crm_note_id": "2", "attachments": [real]},
+            {"company_sso_id": mine, "note": "native", "attachments": [_placeholder("n1")]},
+            {
+                "company_sso_id": other,
+                "legacy_crm_note_id": "1",
+                "attachments": [_placeholder("z")],
+            },
+        ]
+    )
+    found = mongo.notes_with_unavailable_attachments(mine)
+    assert found == {"1": first["attachments"]}  # migrated notes of this company only
+    before = notes.find_one({"company_sso_id": mine, "legacy_crm_note_id": "1"})
+
+    fixed = dict(real, url="https://cdp/d3", file_name="d3.pdf", type="pdf")
+    assert mongo.replace_attachment_placeholders(mine, "1", [(2, "d3", fixed)])
+    after = notes.find_one({"company_sso_id": mine, "legacy_crm_note_id": "1"})
+    assert after["attachments"] == [_placeholder("a1"), real, fixed]
+    rest = ("_id", "company_sso_id", "legacy_crm_note_id", "note", "updated_at")
+    assert BSON.encode({k: after[k] for k in rest}) == BSON.encode({k: before[k] for k in rest})
+    # the guards: a position that no longer holds that placeholder is never written
+    assert not mongo.replace_attachment_placeholders(mine, "1", [(2, "d3", fixed)])
+    assert not mongo.replace_attachment_placeholders(mine, "1", [(0, "d3", fixed)])
+    assert not mongo.replace_attachment_placeholders(other, "2", [(0, "a1", fixed)])
+    # several in one update: all or nothing
+    assert not mongo.replace_attachment_placeholders(mine, "1", [(0, "a1", real), (1, "x", real)])
+    assert notes.find_one({"_id": after["_id"]})["attachments"][0] == _placeholder("a1")
+    assert mongo.replace_attachment_placeholders(mine, "1", [(0, "a1", real)])
+    assert mongo.notes_with_unavailable_attachments(mine) == {}
+    assert notes.find_one({"company_sso_id": other})["attachments"] == [_placeholder("z")]
+
+
+def test_array_filters_and_elem_match_are_what_we_expect(coll, ferret):
+    """Why the replacement uses array positions: FerretDB 1.24 implements no ``arrayFilters``,
+    rejects an ``$elemMatch`` of two fields and answers one of a single field wrongly (0)."""
+    coll.insert_one({"k": 1, "attachments": [_placeholder("a1")]})
+    one_field = {"attachments": {"$elemMatch": {"legacy_crm_asset_id": "a1"}}}
+    two_fields = {"attachments": {"$elemMatch": {"legacy_crm_asset_id": "a1", "unavailable": True}}}
+    update = {"$set": {"attachments.$[e].url": "u"}}
+    filters = [{"e.legacy_crm_asset_id": "a1", "e.unavailable": True}]
+    if ferret:
+        assert coll.count_documents(one_field) == 0  # wrong, silently
+        with pytest.raises(OperationFailure):
+            coll.count_documents(two_fields)
+        with pytest.raises(OperationFailure):
+            coll.update_one({"k": 1}, update, array_filters=filters)
+    else:
+        assert coll.count_documents(one_field) == coll.count_documents(two_fields) == 1
+        assert coll.update_one({"k": 1}, update, array_filters=filters).modified_count == 1

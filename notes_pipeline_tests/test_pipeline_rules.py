@@ -113,7 +113,16 @@ def test_every_reason_code_is_produced_and_logged(db):
     note = db.contact_notes.find_one(
         {"company_sso_id": org.company_sso_id, "legacy_crm_note_id": str(base + 8)}
     )
-    assert [a["type"] for a in note["attachments"]] == ["image", "voice_note"]  # still inserted
+    held = note["attachments"]  # still inserted, each failed copy as a placeholder, plan order
+    assert [a["type"] for a in held if not a.get("unavailable")] == ["image", "voice_note"]
+    assert [(a.get("legacy_crm_asset_id"), a["url"]) for a in held if a.get("unavailable")] == [
+        (f"a{base + 2}", None),
+        (f"a{base + 3}", None),
+        (f"a{base + 4}", None),
+        (f"a{base + 5}", None),
+        (f"d{base + 1}", None),
+    ]  # the extra voice note is dropped by rule 6: no placeholder
+    assert [a.get("unavailable", False) for a in held] == [False, *[True] * 4, False, True]
     loaded = assert_counts_add_up(result)
     assert (loaded["migrated"], loaded["failed"], loaded["out_of_scope"]) == (2, 4, 2)
     log = {(row["legacy_crm_note_id"], row["reason_code"]) for row in error_log_rows(result)}
@@ -173,7 +182,16 @@ def test_upload_failure_drops_only_the_attachment(db):
     ]
     assert [o.outcome for o in load.outcomes] == [Outcome.MIGRATED]
     doc = db.contact_notes.find_one({"company_sso_id": org.company_sso_id})
-    assert not doc.get("attachments")
+    assert doc["attachments"] == [
+        {
+            "type": "image",
+            "url": None,
+            "file_name": "a.png",
+            "file_size_in_byte": None,
+            "unavailable": True,
+            "legacy_crm_asset_id": "a990103001",
+        }
+    ]  # PRD S05 ERR-1: "Attachment unavailable", not silently omitted
 
 
 def test_write_errors_become_batch_insert_failed_after_one_retry(db):

@@ -1,5 +1,6 @@
 """SPEC rules 1-7 as pure functions: order, outcomes and the planned CDP document."""
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +11,7 @@ from notes_pipeline.contact_notes.reason_codes import (
     ScopeCode,
 )
 from notes_pipeline.contact_notes.records import OwnerResolution
+from notes_pipeline.contact_notes.rules.fingerprint import SOURCE_FINGERPRINT, source_fingerprint
 from notes_pipeline.contact_notes.rules.plan import (
     PlanRules,
     plan_note,
@@ -54,6 +56,11 @@ def plan(n: CrmNote, contact_id: str | None = "contact-5", owner=OWNER):
 def test_ready_note_becomes_the_exact_cdp_document():
     result = plan(note())
     assert result.outcome == PlanOutcome.READY
+    fingerprint = result.document[SOURCE_FINGERPRINT]
+    assert fingerprint == source_fingerprint(
+        note(), datetime(2023, 1, 2, 2, 30, 15, 123000), datetime(2023, 1, 3, 3, 0)
+    )
+    assert re.fullmatch(r"v1:[0-9a-f]{64}", fingerprint)
     assert result.document == {
         "company_sso_id": "company-77",
         "contact_id": "contact-5",
@@ -64,6 +71,7 @@ def test_ready_note_becomes_the_exact_cdp_document():
         "legacy_crm_note_id": "10",
         "created_at": datetime(2023, 1, 2, 2, 30, 15, 123000),
         "updated_at": datetime(2023, 1, 3, 3, 0),
+        SOURCE_FINGERPRINT: fingerprint,
     }
     assert "legacy_owner_label" not in result.document
 

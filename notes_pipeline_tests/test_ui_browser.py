@@ -73,6 +73,7 @@ CHECKS = (
     ("validation_report", "no_duplicates", "ERROR"),
     ("validation_report", "fidelity", "ERROR"),
     ("validation_report", "attachments", "WARN"),
+    ("validation_report", "source_drift", "WARN"),
 )
 
 OK_CID = "990301"
@@ -478,6 +479,8 @@ def test_graphql_latest_check_executions_of_the_materialized_cid(webserver, mate
     assert seen["no_duplicates"]["duplicates"] == 0
     assert seen["fidelity"]["mismatches"] == 0
     assert (seen["attachments"]["copied"], seen["attachments"]["planned"]) == (1, 1)
+    assert (seen["attachments"]["repaired"], seen["attachments"]["unavailable"]) == (0, 0)
+    assert seen["source_drift"]["drift"] == 0
 
     [report] = partition_materializations(webserver, "validation_report", materialized.cid)
     assert report["runId"] == materialized.run_id
@@ -485,6 +488,12 @@ def test_graphql_latest_check_executions_of_the_materialized_cid(webserver, mate
     assert meta["status"] == MonitorState.COMPLETED_SUCCESS
     assert meta["summary"].startswith(f"### CID {materialized.cid}: `completed_success`")
     assert "| match_pct | 100.0 |" in meta["summary"]
+    assert (meta["mismatched"], meta["drift"], meta["mismatched_ids"], meta["drift_ids"]) == (
+        0,
+        0,
+        [],
+        [],
+    )
     assert (meta["source_count"], meta["target_count"], meta["match_pct"]) == (
         OK_NOTES,
         OK_NOTES,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from notes_pipeline.contact_notes.reason_codes import NoteCode
+from notes_pipeline.contact_notes.reason_codes import FidelityCode, NoteCode
 from notes_pipeline.contact_notes.records import LoadResult, NormalizedNotes, ValidationReport
 from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.core.partitions import cid_partitions
@@ -54,8 +54,18 @@ REPORT_CHECKS = [
     _spec("validation_report", "match", "match_pct ≥ 99 % (CDP count vs CRM in-scope recount)."),
     _spec("validation_report", "failure_rate", "All failures ≤ 1 % of migrated+skipped+failed."),
     _spec("validation_report", "no_duplicates", "0 duplicate (company_sso_id, legacy id)."),
-    _spec("validation_report", "fidelity", "Each migrated note equals its plan."),
+    _spec(
+        "validation_report",
+        "fidelity",
+        "Each migrated note equals the plan of its unchanged CRM source (write path).",
+    ),
     _spec("validation_report", "attachments", "≥ 95 % of attachments re-linked (WARN)."),
+    _spec(
+        "validation_report",
+        "source_drift",
+        "No migrated note whose CRM source changed after migration (WARN: for Ops review; "
+        "never overwritten).",
+    ),
 ]
 
 
@@ -132,7 +142,8 @@ def loaded_checks(load: LoadResult, settings: MigrationSettings) -> list[dg.Asse
 def report_checks(
     report: ValidationReport, settings: MigrationSettings
 ) -> list[dg.AssetCheckResult]:
-    """SPEC gates 4-8 on the report: match, failure rate, duplicates, fidelity, attachments."""
+    """SPEC gates 4-8 on the report: match, failure rate, duplicates, fidelity (write-path
+    mismatches, ERROR), attachments (WARN); and source_drift (WARN, issue #12 item 2)."""
     match = report.match_pct
     counts = report.outcomes
     return [
@@ -183,6 +194,7 @@ def report_checks(
             {
                 "mismatches": len(report.fidelity_mismatches),
                 "worst": dg.MetadataValue.json(report.fidelity_mismatches[:WORST]),
+                "reason_code": str(FidelityCode.FIDELITY_MISMATCH),
             },
         ),
         _result(
@@ -194,6 +206,19 @@ def report_checks(
                 "threshold_pct": settings.attachment_success_threshold_pct,
                 "copied": report.attachments_copied,
                 "planned": report.attachments_planned,
+                "repaired": report.attachments_repaired,
+                "unavailable": report.attachments_unavailable,
+            },
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+        _result(
+            "validation_report",
+            "source_drift",
+            not report.source_drift,
+            {
+                "drift": len(report.source_drift),
+                "worst": dg.MetadataValue.json(report.source_drift[:WORST]),
+                "reason_code": str(FidelityCode.SOURCE_DRIFT),
             },
             severity=dg.AssetCheckSeverity.WARN,
         ),

@@ -1,4 +1,5 @@
-"""Loading one CID's ready notes into CDP: attachments, batched upserts, retry, halt rule."""
+"""Loading one CID's ready notes into CDP: attachments, batched upserts, retry, halt rule,
+and the repair of attachment placeholders in notes an earlier run migrated (issue #12)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from notes_pipeline.contact_notes import events
-from notes_pipeline.contact_notes.reason_codes import NoteCode
+from notes_pipeline.contact_notes.attachment_entries import (
+    note_attachments,
+    placeholder_replacements,
+    real_entry,
+)
+from notes_pipeline.contact_notes.reason_codes import NoteCode, RepairCode
 from notes_pipeline.contact_notes.records import (
     AttachmentFailure,
     LoadResult,
@@ -63,18 +69,15 @@ def copy_attachment(ctx: LoadContext, plan: NotePlan, att: PlannedAttachment) ->
         ctx.storage.put(att.target_key, data, stored_content_type(head))
     except Exception as exc:  # boto3 raises many types; any storage failure drops the attachment
         raise AttachmentError(AttachmentCode.ATTACHMENT_UPLOAD_FAILED, type(exc).__name__) from exc
-    return {
-        "type": cdp_type,
-        "url": att.proxy_url,
-        "file_name": att.file_name,
-        "file_size_in_byte": len(data),
-    }
+    return real_entry(att, cdp_type, len(data))
 
 
 def _attach_batch(
     ctx: LoadContext, plans: Sequence[NotePlan], result: LoadResult, pool: ThreadPoolExecutor
-) -> list[dict[str, Any]]:
-    """Copy the batch's attachments in parallel; return the documents to write."""
+) -> tuple[list[dict[str, Any]], list[dict[str, dict[str, Any]]]]:
+    """Copy the batch's attachments in parallel. Returns the documents to write (each
+    attachment as its real entry, or as its placeholder when the copy failed; plan order)
+    and, per plan, asset id → real entry of what was copied."""
     jobs = [(plan, att) for plan in plans for att in plan.attachments]
     futures = [pool.submit(copy_attachment, ctx, plan, att) for plan, att in jobs]
     copied: dict[tuple[str, str], dict[str, Any]] = {}
@@ -97,16 +100,62 @@ def _attach_batch(
                 AttachmentCode.ATTACHMENT_COPY_ERROR,
                 details,
             )
-    documents = []
+    documents, copied_by_plan = [], []
     for plan in plans:
-        doc = dict(plan.document or {})
-        doc["attachments"] = [
-            copied[(plan.legacy_crm_note_id, att.asset_id)]
+        mine = {
+            att.asset_id: copied[(plan.legacy_crm_note_id, att.asset_id)]
             for att in plan.attachments
             if (plan.legacy_crm_note_id, att.asset_id) in copied
-        ]
+        }
+        doc = dict(plan.document or {})
+        doc["attachments"] = note_attachments(plan.attachments, mine)
         documents.append(doc)
-    return documents
+        copied_by_plan.append(mine)
+    return documents, copied_by_plan
+
+
+def repair_placeholders(
+    ctx: LoadContext,
+    result: LoadResult,
+    plan: NotePlan,
+    stored: Sequence[Any],
+    copied: dict[str, dict[str, Any]],
+) -> None:
+    """Replace, in an already-migrated note whose stored ``attachments`` hold placeholders,
+    each placeholder whose attachment this run copied (``copied``: asset id → real entry)
+    with that entry, in place (issue #12 item 1; SPEC "Loading": a later run that succeeds
+    replaces the placeholder). One guarded update per note, touching no other field.
+
+    Counts ``attachments_repaired``. When the update raises or no longer matches, each of
+    those attachments becomes a failure ``ATTACHMENT_REPAIR_FAILED`` (details ``matched=0``
+    or the exception class) and leaves ``attachments_copied``. Never raises.
+    """
+    replacements = placeholder_replacements(stored, copied)
+    if not replacements:
+        return
+    try:
+        applied = ctx.mongo.replace_attachment_placeholders(
+            ctx.org.company_sso_id,
+            plan.legacy_crm_note_id,
+            [(r.position, r.asset_id, r.entry) for r in replacements],
+        )
+        details = "" if applied else "matched=0"
+    except Exception as exc:  # noqa: BLE001 - this note keeps its placeholders, with a code
+        applied, details = False, f"exception={type(exc).__name__}"
+    if applied:
+        result.attachments_repaired += len(replacements)
+        return
+    result.attachments_copied -= len(replacements)  # copied, but not linked: a failure
+    for r in replacements:
+        _attachment_failed(
+            ctx,
+            result,
+            plan,
+            r.asset_id,
+            r.entry.get("type", "unknown"),
+            RepairCode.ATTACHMENT_REPAIR_FAILED,
+            details,
+        )
 
 
 def _attachment_failed(ctx, result, plan, asset_id, attachment_type, reason_code, details=""):
@@ -151,11 +200,20 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
 
 
 def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
-    """Write every READY plan in batches; stop (halt) once the write failure rate is exceeded."""
+    """Write every READY plan in batches; stop (halt) once the write failure rate is exceeded.
+
+    Before the first batch, one company-scoped query finds the CID's migrated notes that hold
+    attachment placeholders; a note of those that a batch skips (already there) gets its
+    placeholders repaired (``repair_placeholders``), so a batch's cost does not depend on the
+    collection's size. ``PyMongoError`` of that query propagates (nothing written yet).
+    """
     started = time.monotonic()
     ready = [plan for plan in plans if plan.ready]
     result = LoadResult(
         cid=ctx.org.cid, company_sso_id=ctx.org.company_sso_id, status=LoadStatus.LOADED
+    )
+    with_placeholders = (
+        ctx.mongo.notes_with_unavailable_attachments(ctx.org.company_sso_id) if ready else {}
     )
     for plan in ready:
         for dropped in plan.dropped_attachments:
@@ -174,7 +232,7 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
     all_batches = batches(ready, ctx.batch_size)
     with ThreadPoolExecutor(max_workers=max(1, ctx.attachment_workers)) as pool:
         for number, batch in enumerate(all_batches, start=1):
-            documents = _attach_batch(ctx, batch, result, pool)
+            documents, copied = _attach_batch(ctx, batch, result, pool)
             written = upsert_with_retry(ctx, documents)
             for index, plan in enumerate(batch):
                 if index in written.upserted:
@@ -200,6 +258,9 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                 else:
                     outcome = NoteOutcome(plan.legacy_crm_note_id, Outcome.SKIPPED)
                     skipped += 1
+                    stored = with_placeholders.get(plan.legacy_crm_note_id)
+                    if stored:
+                        repair_placeholders(ctx, result, plan, stored, copied[index])
                 result.outcomes.append(outcome)
             processed += len(batch)
             result.batches = number

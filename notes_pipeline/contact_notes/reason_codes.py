@@ -28,5 +28,24 @@ class NoteCode(StrEnum):
     NOTE_TRANSFORM_ERROR = "NOTE_TRANSFORM_ERROR"  # a rule raised while planning it
 
 
+class RepairCode(StrEnum):
+    """Why a re-run could not replace an attachment placeholder (issue #12 item 1); the
+    attachment was copied, the note keeps its placeholder. Details: ``matched=0`` (the
+    placeholder is no longer where it was read) or the exception class."""
+
+    ATTACHMENT_REPAIR_FAILED = "ATTACHMENT_REPAIR_FAILED"
+
+
+class FidelityCode(StrEnum):
+    """Why a migrated note differs from its plan (SPEC "Validation", issue #12 item 2); error
+    log details name the differing fields only."""
+
+    # the CRM row changed after the note was migrated (CRM notes are read-only during the
+    # coexistence window, PRD §11.1): an anomaly for Ops to review, never overwritten
+    SOURCE_DRIFT = "SOURCE_DRIFT"
+    # the stored document differs from the plan of an unchanged source: the write path
+    FIDELITY_MISMATCH = "FIDELITY_MISMATCH"
+
+
 #: what a note shows for an owner the identity service cannot resolve (SPEC rule 3)
 LEGACY_OWNER_FALLBACK_LABEL = "[Legacy CRM User]"

@@ -98,7 +98,12 @@ class AttachmentFailure:
 
 @dataclass
 class LoadResult:
-    """What cdp_notes_loaded did for one CID: an outcome per ready note, dropped attachments."""
+    """What cdp_notes_loaded did for one CID: an outcome per ready note, dropped attachments.
+
+    ``attachments_copied``: planned attachments this run copied and linked (a copy whose
+    placeholder could not be replaced is a failure instead); ``attachments_repaired``: of
+    those, placeholders of already-migrated notes replaced by their real entry (issue #12).
+    """
 
     cid: str
     company_sso_id: str
@@ -107,6 +112,7 @@ class LoadResult:
     attachment_failures: list[AttachmentFailure] = field(default_factory=list)
     attachments_planned: int = 0
     attachments_copied: int = 0
+    attachments_repaired: int = 0
     batches: int = 0
     duration_seconds: float = 0.0
 
@@ -191,7 +197,14 @@ class NormalizedNotes:
 
 @dataclass
 class ValidationReport:
-    """validation_report: the CID's recount, rates (percent), fidelity and final state."""
+    """validation_report: the CID's recount, rates (percent), fidelity and final state.
+
+    ``fidelity_mismatches``: migrated notes that differ from the plan of an unchanged source
+    (the write path); ``source_drift``: those whose CRM row changed after migration. Rows
+    ``{legacy_crm_note_id, fields}`` (field names only). ``attachments_unavailable``:
+    placeholders the CID's stored notes still hold; ``attachments_repaired``: placeholders
+    this run replaced.
+    """
 
     cid: str
     company_sso_id: str
@@ -209,6 +222,9 @@ class ValidationReport:
     checkins_dropped: int
     duplicate_legacy_ids: list[str] = field(default_factory=list)
     fidelity_mismatches: list[dict[str, str]] = field(default_factory=list)
+    source_drift: list[dict[str, str]] = field(default_factory=list)
+    attachments_repaired: int = 0
+    attachments_unavailable: int = 0
     validation_skipped: bool = False
     error_log_key: str | None = None
     error_rows: int = 0

@@ -13,12 +13,15 @@ from typing import Any
 
 import pandas as pd
 
+from notes_pipeline.contact_notes.attachment_entries import held_assets, unavailable_assets
+from notes_pipeline.contact_notes.reason_codes import FidelityCode
 from notes_pipeline.contact_notes.records import (
     LoadResult,
     NormalizedNotes,
     NotePlan,
     ValidationReport,
 )
+from notes_pipeline.contact_notes.rules.fingerprint import source_changed
 from notes_pipeline.contact_notes.rules.html import content_hash
 from notes_pipeline.core.rates import exceeds_failure_threshold, failure_rate_pct, pct
 from notes_pipeline.core.vocabulary import (
@@ -32,6 +35,7 @@ from notes_pipeline.core.vocabulary import (
 KEY = "legacy_crm_note_id"
 FIDELITY_FIELDS = ("contact_id", "owner_id", "legacy_owner_label", "created_at", "updated_at")
 ERROR_LOG_COLUMNS = ["legacy_crm_note_id", "reason_code", "details"]
+SUMMARY_IDS = 20  # drifted / mismatched ids listed in the Markdown summary (all: error log)
 
 
 def outcome_counts(normalized: NormalizedNotes, load: LoadResult) -> Counter:
@@ -51,15 +55,19 @@ def fidelity_mismatches(
     plans: Sequence[NotePlan], documents: list[dict[str, Any]]
 ) -> list[dict[str, str]]:
     """Each stored migrated note vs its plan, keyed by legacy id (SPEC "Validation"): the
-    fidelity fields and the sanitized-content hash. Rows ``{legacy_crm_note_id, fields}``
-    (comma-separated field names; ids and names only), in plan order."""
-    columns = [KEY, *FIDELITY_FIELDS, "content_hash"]
+    fidelity fields, the sanitized-content hash and the attachments (the planned set, in plan
+    order, vs what the document holds: each planned attachment exactly once, as its real entry
+    or its placeholder, and nothing else; ``attachment_entries.held_assets``). Rows
+    ``{legacy_crm_note_id, fields}`` (comma-separated field names; ids and names only), in plan
+    order, whatever the cause (``split_by_cause`` tells drift from the write path)."""
+    ready = {p.legacy_crm_note_id: p for p in plans if p.ready and p.document is not None}
+    columns = [KEY, *FIDELITY_FIELDS, "content_hash", "attachments"]
     planned = _frame(
         [
-            {KEY: p.legacy_crm_note_id, **{f: p.document.get(f) for f in FIDELITY_FIELDS}}
+            {KEY: key, **{f: p.document.get(f) for f in FIDELITY_FIELDS}}
             | {"content_hash": p.content_hash}
-            for p in plans
-            if p.ready and p.document is not None
+            | {"attachments": tuple(att.asset_id for att in p.attachments)}
+            for key, p in ready.items()
         ],
         columns,
     )
@@ -67,13 +75,15 @@ def fidelity_mismatches(
         [
             {KEY: d.get(KEY), **{f: d.get(f) for f in FIDELITY_FIELDS}}
             | {"content_hash": content_hash(d.get("note") or "")}
+            | {"attachments": held_assets(_attachments(d), ready[d[KEY]].attachments)}
             for d in documents
+            if d.get(KEY) in ready
         ],
         columns,
     )
     merged = planned.merge(stored, on=KEY, how="inner", suffixes=("_planned", "_stored"))
     mismatches = []
-    names = [*FIDELITY_FIELDS, "content_hash"]
+    names = [*FIDELITY_FIELDS, "content_hash", "attachments"]
     for row in merged.itertuples(index=False):
         values = row._asdict()
         fields = [
@@ -86,6 +96,39 @@ def fidelity_mismatches(
     return mismatches
 
 
+def _attachments(document: dict[str, Any]) -> list[Any]:
+    """A stored note's attachments (FerretDB drops an empty array at insert: missing = [])."""
+    value = document.get("attachments")
+    return list(value) if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The CID's migrated notes vs their plans: ``mismatched`` (source unchanged: the write
+    path, SPEC "fidelity" gate), ``drift`` (the CRM row changed after migration, issue #12
+    item 2), rows ``{legacy_crm_note_id, fields}``; ``attachments_unavailable``: placeholders
+    the stored notes still hold."""
+
+    mismatched: list[dict[str, str]]
+    drift: list[dict[str, str]]
+    attachments_unavailable: int
+
+
+def split_by_cause(plans: Sequence[NotePlan], documents: list[dict[str, Any]]) -> Fidelity:
+    """``fidelity_mismatches`` split by cause (``rules.fingerprint.source_changed``: the
+    stored source fingerprint differs from the current one, or, without one, the CRM row's
+    ``updated_at`` is later than the stored one → drift; otherwise a write-path mismatch),
+    plus the placeholders the stored ready notes hold. Pure."""
+    planned = {p.legacy_crm_note_id: p.document for p in plans if p.ready and p.document}
+    stored = {d.get(KEY): d for d in documents if d.get(KEY) in planned}
+    mismatched, drift = [], []
+    for row in fidelity_mismatches(plans, documents):
+        key = row[KEY]
+        (drift if source_changed(planned[key], stored[key]) else mismatched).append(row)
+    unavailable = sum(len(unavailable_assets(_attachments(d))) for d in stored.values())
+    return Fidelity(mismatched, drift, unavailable)
+
+
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
 
@@ -96,10 +139,15 @@ def _same(planned: Any, stored: Any) -> bool:
     return bool(planned == stored)
 
 
-def error_log_csv(normalized: NormalizedNotes, load: LoadResult) -> tuple[bytes, int]:
+def error_log_csv(
+    normalized: NormalizedNotes, load: LoadResult, fidelity: Fidelity | None = None
+) -> tuple[bytes, int]:
     """The error log (SPEC "Validation"): CSV ``legacy_crm_note_id, reason_code, details``
-    for every failed note, every note not attempted after a halt and every dropped
-    attachment; ids and codes only, never content. Returns the bytes and the row count."""
+    for every failed note, every note not attempted after a halt, every dropped attachment
+    (and placeholder a re-run could not replace), then every write-path mismatch
+    (``FIDELITY_MISMATCH``) and every drifted note (``SOURCE_DRIFT``), details
+    ``fields=<names>``; ids, codes and field names only, never content. Returns the bytes and
+    the row count."""
     rows = [[p.legacy_crm_note_id, p.reason_code, p.details] for p in normalized.failures]
     rows += [[o.legacy_crm_note_id, o.reason_code, o.details] for o in load.failed]
     rows += [
@@ -111,6 +159,14 @@ def error_log_csv(normalized: NormalizedNotes, load: LoadResult) -> tuple[bytes,
         [f.legacy_crm_note_id, f.reason_code, f"asset={f.asset_id} type={f.attachment_type}"]
         for f in load.attachment_failures
     ]
+    if fidelity is not None:
+        rows += [
+            [m[KEY], FidelityCode.FIDELITY_MISMATCH, f"fields={m['fields']}"]
+            for m in fidelity.mismatched
+        ]
+        rows += [
+            [m[KEY], FidelityCode.SOURCE_DRIFT, f"fields={m['fields']}"] for m in fidelity.drift
+        ]
     frame = pd.DataFrame(rows, columns=ERROR_LOG_COLUMNS).astype(str)
     return frame.to_csv(index=False, lineterminator="\r\n").encode(), len(rows)
 
@@ -126,7 +182,9 @@ def decide_status(
     match_threshold_pct: float,
     failure_threshold_pct: float,
 ) -> MonitorState:
-    """The CID's final monitor state (PRD §8, SPEC "Validation")."""
+    """The CID's final monitor state (PRD §8, SPEC "Validation"). ``mismatches`` counts
+    write-path mismatches only: drift (a CRM-side change) and unavailable attachments (PRD
+    S02 ERR-2: not a note failure) leave the state to the SPEC rule and show as WARN checks."""
     if halted:
         return MonitorState.HALTED
     if skipped or match_pct is None:
@@ -164,8 +222,8 @@ def build_report(
     skipped = inputs.source_count is None or inputs.target_count is None
     match = None if skipped else pct(inputs.target_count, inputs.source_count)
     counts = outcome_counts(normalized, load)
-    mismatches = fidelity_mismatches(normalized.plans, inputs.stored)
-    csv_bytes, error_rows = error_log_csv(normalized, load)
+    fidelity = split_by_cause(normalized.plans, inputs.stored)
+    csv_bytes, error_rows = error_log_csv(normalized, load, fidelity)
     ready = normalized.ready
     report = ValidationReport(
         cid=org.cid,
@@ -176,7 +234,7 @@ def build_report(
             match_pct=match,
             counts=counts,
             duplicates=len(inputs.duplicate_legacy_ids),
-            mismatches=len(mismatches),
+            mismatches=len(fidelity.mismatched),
             match_threshold_pct=inputs.match_threshold_pct,
             failure_threshold_pct=inputs.failure_threshold_pct,
         ),
@@ -196,7 +254,10 @@ def build_report(
         owner_resolution_pct=pct(sum(1 for p in ready if p.owner_resolved), len(ready)),
         checkins_dropped=sum(1 for p in ready if p.checkin_dropped),
         duplicate_legacy_ids=inputs.duplicate_legacy_ids,
-        fidelity_mismatches=mismatches,
+        fidelity_mismatches=fidelity.mismatched,
+        source_drift=fidelity.drift,
+        attachments_repaired=load.attachments_repaired,
+        attachments_unavailable=fidelity.attachments_unavailable,
         validation_skipped=skipped,
         error_log_key=inputs.error_log_key,
         error_rows=error_rows,
@@ -221,10 +282,13 @@ def summary_markdown(report: ValidationReport) -> str:
             f"{report.attachments_copied} / {report.attachments_planned} "
             f"({report.attachment_success_pct} %)",
         ),
+        ("attachments repaired (placeholders replaced)", report.attachments_repaired),
+        ("attachments unavailable (placeholders)", report.attachments_unavailable),
         ("owner resolution", f"{report.owner_resolution_pct} %"),
         ("check-ins dropped", report.checkins_dropped),
         ("duplicate legacy ids", len(report.duplicate_legacy_ids)),
         ("fidelity mismatches", len(report.fidelity_mismatches)),
+        ("source drift (CRM changed after migration)", len(report.source_drift)),
         ("duration", f"{report.duration_seconds} s"),
     ]
     lines = [f"### CID {report.cid}: `{report.status}`", "", "| measure | value |", "|---|---|"]
@@ -234,6 +298,15 @@ def summary_markdown(report: ValidationReport) -> str:
         lines += [f"- `{code}`: {n}" for code, n in sorted(report.failed_by_reason.items())]
     else:
         lines.append("- none")
+    for title, rows_ in (
+        (f"Fidelity mismatches (`{FidelityCode.FIDELITY_MISMATCH}`)", report.fidelity_mismatches),
+        (f"Source drift (`{FidelityCode.SOURCE_DRIFT}`, for Ops review)", report.source_drift),
+    ):
+        if rows_:
+            lines += ["", f"**{title}**", ""]
+            lines += [f"- `{r[KEY]}`: {r['fields']}" for r in rows_[:SUMMARY_IDS]]
+            if len(rows_) > SUMMARY_IDS:
+                lines.append(f"- … {len(rows_) - SUMMARY_IDS} more in the error log")
     if report.validation_skipped:
         lines += ["", f"`{RunCode.VALIDATION_SKIPPED}`: a count was unavailable after retries."]
     return "\n".join(lines)

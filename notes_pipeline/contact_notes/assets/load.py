@@ -38,6 +38,9 @@ def cdp_notes_loaded(
 ) -> Iterator[dg.Output[LoadResult] | dg.AssetCheckResult]:
     """``LoadResult`` of writing the ready notes in batches (SPEC "Loading"), then gate 3.
 
+    A copy that fails leaves a placeholder in the note (PRD S05 ERR-1); a later run replaces
+    each placeholder whose copy now succeeds (metadata ``attachments_repaired``, issue #12).
+
     Raises ``dg.Failure`` (FLAG_DISABLED) when the CID's flag is off, and (ALREADY_MIGRATED,
     PRD S01 ERR-2) when the CID is ``completed_success`` and the run lacks the tag
     ``notes_pipeline/force_rerun=true``; either way nothing is written.
@@ -115,6 +118,7 @@ def cdp_notes_loaded(
         "source_total": len(normalized_notes.plans),
         "attachments_planned": result.attachments_planned,
         "attachments_copied": result.attachments_copied,
+        "attachments_repaired": result.attachments_repaired,
         "attachments_failed": len(result.attachment_failures),
         "attachments_failed_by_reason": dg.MetadataValue.json(
             dict(Counter(str(f.reason_code) for f in result.attachment_failures))

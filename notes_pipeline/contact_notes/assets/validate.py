@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from notes_pipeline.contact_notes import events
-from notes_pipeline.contact_notes.checks import REPORT_CHECKS, report_checks
+from notes_pipeline.contact_notes.checks import REPORT_CHECKS, WORST, report_checks
 from notes_pipeline.contact_notes.records import LoadResult, NormalizedNotes, ValidationReport
 from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.contact_notes.validation import (
@@ -21,6 +21,11 @@ from notes_pipeline.core.resources.storage import AttachmentStorage
 from notes_pipeline.core.retries import with_retries
 from notes_pipeline.core.run_metadata import ReportSummary
 from notes_pipeline.core.vocabulary import Outcome, RunCode
+
+
+def _first_ids(rows: list[dict[str, str]]) -> list[str]:
+    """The first ``WORST`` legacy ids of report rows."""
+    return [row["legacy_crm_note_id"] for row in rows[:WORST]]
 
 
 @dg.asset(
@@ -41,7 +46,13 @@ def validation_report(
     attachment_storage: AttachmentStorage,
     settings: MigrationSettings,
 ) -> Iterator[dg.Output[ValidationReport] | dg.AssetCheckResult]:
-    """``ValidationReport`` of the CID (SPEC "Validation"); writes the error-log CSV."""
+    """``ValidationReport`` of the CID (SPEC "Validation"); writes the error-log CSV.
+
+    Metadata ``mismatched``/``drift`` (counts) and ``mismatched_ids``/``drift_ids`` (the first
+    ``WORST`` legacy ids; all are in the error log) keep write-path mismatches and CRM-side
+    drift apart (issue #12 item 2); ``attachments_repaired``/``attachments_unavailable``
+    count placeholders replaced by this run and still held by the CID's notes.
+    """
     started = time.monotonic()
     org = normalized_notes.org
     ready_ids = [p.legacy_crm_note_id for p in normalized_notes.ready]
@@ -87,7 +98,13 @@ def validation_report(
         "summary": dg.MetadataValue.md(summary_markdown(report)),
         "failed_by_reason": dg.MetadataValue.json(report.failed_by_reason),
         "duplicates": len(report.duplicate_legacy_ids),
-        "fidelity_mismatches": len(report.fidelity_mismatches),
+        "fidelity_mismatches": len(report.fidelity_mismatches),  # = mismatched (kept)
+        "mismatched": len(report.fidelity_mismatches),
+        "mismatched_ids": dg.MetadataValue.json(_first_ids(report.fidelity_mismatches)),
+        "drift": len(report.source_drift),
+        "drift_ids": dg.MetadataValue.json(_first_ids(report.source_drift)),
+        "attachments_repaired": report.attachments_repaired,
+        "attachments_unavailable": report.attachments_unavailable,
         "error_log_rows": report.error_rows,
     }
     yield dg.Output(report, metadata=metadata)

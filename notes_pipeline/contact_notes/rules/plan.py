@@ -12,6 +12,7 @@ from notes_pipeline.contact_notes.reason_codes import (
 )
 from notes_pipeline.contact_notes.records import DroppedAttachment, NotePlan, OwnerResolution
 from notes_pipeline.contact_notes.rules.attachments import plan_attachments
+from notes_pipeline.contact_notes.rules.fingerprint import SOURCE_FINGERPRINT, source_fingerprint
 from notes_pipeline.contact_notes.rules.html import (
     NoteContentError,
     content_hash,
@@ -62,7 +63,12 @@ def plan_note(
     owner: OwnerResolution,
     rules: PlanRules,
 ) -> NotePlan:
-    """Apply rules 1-7 to one note and return its plan (exceptions of a rule propagate)."""
+    """Apply rules 1-7 to one note and return its plan (exceptions of a rule propagate).
+
+    A ready plan's document also carries ``legacy_crm_source_fingerprint`` (the CRM fields it
+    derives from, hashed; ``rules.fingerprint``), stored at insert so validation can tell a
+    CRM-side change from a write-path mismatch (issue #12 item 2).
+    """
     legacy_id = str(note.id)
     if note.extract_error is not None:
         return NotePlan(
@@ -112,6 +118,7 @@ def plan_note(
         "legacy_crm_note_id": legacy_id,
         "created_at": created_at,
         "updated_at": updated_at,
+        SOURCE_FINGERPRINT: source_fingerprint(note, created_at, updated_at),
     }
     if owner.legacy_owner_label is not None:
         document["legacy_owner_label"] = owner.legacy_owner_label

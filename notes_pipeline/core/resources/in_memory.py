@@ -27,7 +27,12 @@ from notes_pipeline.core.crm_records import (
 from notes_pipeline.core.resources.attachment_download import AttachmentError
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.identity import IdentityDirectory
-from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
+from notes_pipeline.core.resources.mongo import (
+    ATTACHMENT_ASSET_KEY,
+    ATTACHMENT_UNAVAILABLE,
+    BulkUpsertResult,
+    CdpMongo,
+)
 from notes_pipeline.core.resources.storage import AttachmentStorage
 from notes_pipeline.core.vocabulary import AttachmentCode
 
@@ -255,6 +260,40 @@ class InMemoryCdpMongo(CdpMongo):
         notes = self._store().contact_notes.get(company_sso_id, {})
         keys = notes.keys() if legacy_ids is None else [k for k in legacy_ids if k in notes]
         return [dict(notes[k]) for k in keys]
+
+    @override
+    def notes_with_unavailable_attachments(self, company_sso_id: str) -> dict[str, list[Any]]:
+        notes = self._store().contact_notes.get(company_sso_id, {})
+        return {
+            key: [dict(a) for a in doc.get("attachments") or []]
+            for key, doc in notes.items()
+            if any(a.get(ATTACHMENT_UNAVAILABLE) is True for a in doc.get("attachments") or [])
+        }
+
+    @override
+    def replace_attachment_placeholders(
+        self,
+        company_sso_id: str,
+        legacy_crm_note_id: str,
+        replacements: Sequence[tuple[int, str, Mapping[str, Any]]],
+    ) -> bool:
+        store = self._store()
+        with store.lock:
+            doc = store.contact_notes.get(company_sso_id, {}).get(legacy_crm_note_id)
+            if doc is None:
+                return False
+            attachments = list(doc.get("attachments") or [])
+            for position, asset_key, _ in replacements:
+                held = attachments[position] if 0 <= position < len(attachments) else {}
+                if (
+                    held.get(ATTACHMENT_ASSET_KEY) != asset_key
+                    or held.get(ATTACHMENT_UNAVAILABLE) is not True
+                ):
+                    return False  # a guard failed: nothing written, as on the server
+            for position, _, entry in replacements:
+                attachments[position] = dict(entry)
+            doc["attachments"] = attachments
+            return True
 
     @override
     def duplicate_legacy_ids(self, company_sso_id: str) -> list[str]:

@@ -3,7 +3,7 @@ scoped by company_sso_id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -24,6 +24,10 @@ CONTACTS = "contacts"
 CONTACT_NOTES = "contact_notes"
 CONTACT_ID_MAP = "crm_contact_id_map"  # SPEC-activity-logs §4.3 step 5
 MIGRATED = {"legacy_crm_note_id": {"$exists": True}}
+#: flag of an attachment placeholder (PRD S05 ERR-1: "Attachment unavailable"), and the
+#: field holding the CRM asset id it stands for; the contact-notes family builds the entries
+ATTACHMENT_UNAVAILABLE = "unavailable"
+ATTACHMENT_ASSET_KEY = "legacy_crm_asset_id"
 
 # SPEC-activity-logs §5, §6
 ACTIVITY_LOGS = "activity_logs"
@@ -157,6 +161,53 @@ class CdpMongo(dg.ConfigurableResource):
         if legacy_ids is not None:
             query["legacy_crm_note_id"] = {"$in": list(legacy_ids)}
         return list(self.notes.find(query))
+
+    def notes_with_unavailable_attachments(self, company_sso_id: str) -> dict[str, list[Any]]:
+        """Migrated notes of the company holding at least one attachment placeholder
+        (``attachments.<n>.unavailable: true``): legacy id → the stored ``attachments``.
+
+        One query per call, scoped by ``company_sso_id`` (on MongoDB it walks the company's
+        part of the unique index), so a loader calls it once per CID, never per batch.
+        """
+        cursor = self.notes.find(
+            {
+                "company_sso_id": company_sso_id,
+                **MIGRATED,
+                f"attachments.{ATTACHMENT_UNAVAILABLE}": True,
+            },
+            {"_id": 0, "legacy_crm_note_id": 1, "attachments": 1},
+        )
+        return {
+            str(doc["legacy_crm_note_id"]): list(doc.get("attachments") or []) for doc in cursor
+        }
+
+    def replace_attachment_placeholders(
+        self,
+        company_sso_id: str,
+        legacy_crm_note_id: str,
+        replacements: Sequence[tuple[int, str, Mapping[str, Any]]],
+    ) -> bool:
+        """Replace placeholders of one migrated note in place: each ``(position, asset key,
+        entry)`` sets ``attachments.<position>`` to ``entry``, and only while that element is
+        still the placeholder of that asset (guards in the filter). One ``update_one``, so
+        either every replacement applies or none; no other field or element is touched.
+
+        Returns True when the note matched (applied), False when any guard no longer holds
+        (nothing written). Standard MongoDB (array positions in dot notation; FerretDB 1.24
+        has neither ``arrayFilters`` nor ``$elemMatch`` of fields). ``PyMongoError`` propagates.
+        """
+        if not replacements:
+            return True
+        query: dict[str, Any] = {
+            "company_sso_id": company_sso_id,
+            "legacy_crm_note_id": legacy_crm_note_id,
+        }
+        update: dict[str, Any] = {}
+        for position, asset_key, entry in replacements:
+            query[f"attachments.{position}.{ATTACHMENT_ASSET_KEY}"] = asset_key
+            query[f"attachments.{position}.{ATTACHMENT_UNAVAILABLE}"] = True
+            update[f"attachments.{position}"] = dict(entry)
+        return self.notes.update_one(query, {"$set": update}).matched_count == 1
 
     def duplicate_legacy_ids(self, company_sso_id: str) -> list[str]:
         """Legacy ids stored more than once for the company (should be none), sorted."""
