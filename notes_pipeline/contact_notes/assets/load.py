@@ -53,7 +53,8 @@ def cdp_notes_loaded(
             metadata={"reason_code": str(RunCode.FLAG_DISABLED), "cid": org.cid},
         )
     previous = settled_status(context.instance, org.cid, STATUS_ASSETS)
-    if refuses_rerun(previous.status, context.run.tags):
+    repairable = bool(previous.attachments_unavailable)
+    if refuses_rerun(previous.status, context.run.tags, repairable):
         refusal = RunRefusal(str(RunCode.ALREADY_MIGRATED), org.cid, previous.run_id)
         context.log_event(
             dg.AssetObservation(
