@@ -301,6 +301,9 @@ GRANT USAGE ON SCHEMA public TO crm_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO crm_reader;
 ALTER DEFAULT PRIVILEGES FOR ROLE notes_admin IN SCHEMA public GRANT SELECT ON TABLES TO crm_reader;
 SQL
+    # FerretDB's keyed queries served by GIN indexes, for every collection it has or will
+    # create (event trigger + row triggers; docs/MONGODB.md). Idempotent; needs the superuser.
+    pg_psql ferretdb <"$ROOT/devtools/ferretdb_indexes.sql"
 }
 
 pg_down() {
@@ -617,6 +620,7 @@ NOTES_PIPELINE_MONGO_URI=$MONGO_URI
 NOTES_PIPELINE_MONGO_KIND=$MONGO_KIND
 NOTES_PIPELINE_MONGO_DB=cdp
 NOTES_PIPELINE_FERRETDB_BACKEND=$FERRETDB_BACKEND
+NOTES_PIPELINE_FERRETDB_DSN=postgresql://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/ferretdb
 NOTES_PIPELINE_S3_ENDPOINT_URL=http://$HOST:$S3_PORT
 AWS_ACCESS_KEY_ID=testing
 AWS_SECRET_ACCESS_KEY=testing
