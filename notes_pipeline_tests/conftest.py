@@ -31,6 +31,7 @@ STACK_TEST_FILES = frozenset(
         "test_cutover.py",
         "test_definitions.py",
         "test_fault_isolation.py",
+        "test_keyed_query_indexes.py",
         "test_mongo_features.py",
         "test_ops.py",
         "test_pipeline_rules.py",
