@@ -30,7 +30,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from pymongo import MongoClient, UpdateOne
 
@@ -65,13 +65,26 @@ def ferretdb_binary() -> str:
 
 
 @contextmanager
-def ferretdb(backend: str, env: dict[str, str]):
-    """Run a private FerretDB for one backend; yields its URI; stops exactly that process."""
+def ferretdb(
+    backend: str,
+    env: dict[str, str],
+    *,
+    port: int | None = None,
+    pg_params: dict[str, str] | None = None,
+    name: str | None = None,
+):
+    """Run a private FerretDB for one backend; yields its URI; stops exactly that process.
+
+    ``port`` defaults to ``PORTS[backend]``; ``pg_params`` are added to the PostgreSQL URL
+    (pgx sends unknown ones as session settings, e.g. ``plan_cache_mode``); ``name`` names
+    its state directory and log (default: the backend).
+    """
     stack_dir = Path(os.environ.get("NOTES_PIPELINE_STACK_DIR", ROOT / ".stack"))
     scratch = stack_dir / "ferretdb-bench"
-    state = scratch / f"state-{backend}"
+    name = name or backend
+    state = scratch / f"state-{name}"
     state.mkdir(parents=True, exist_ok=True)
-    port = PORTS[backend]
+    port = port or PORTS[backend]
     args = [
         ferretdb_binary(),
         f"--listen-addr=127.0.0.1:{port}",
@@ -86,13 +99,13 @@ def ferretdb(backend: str, env: dict[str, str]):
     if backend == "postgresql":
         admin = urlsplit(env["NOTES_PIPELINE_CRM_ADMIN_DSN"])
         proc_env["FERRETDB_POSTGRESQL_URL"] = admin._replace(
-            scheme="postgres", path="/ferretdb"
+            scheme="postgres", path="/ferretdb", query=urlencode(pg_params or {})
         ).geturl()
     else:
         shutil.rmtree(sqlite_dir, ignore_errors=True)
         sqlite_dir.mkdir(parents=True)
         args.append(f"--sqlite-url=file:{sqlite_dir}/")
-    log = open(scratch / f"{backend}.log", "ab")
+    log = open(scratch / f"{name}.log", "ab")
     proc = subprocess.Popen(args, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
     uri = f"mongodb://127.0.0.1:{port}/"
     try:

@@ -32,6 +32,7 @@ STACK_TEST_FILES = frozenset(
         "test_cutover.py",
         "test_definitions.py",
         "test_fault_isolation.py",
+        "test_keyed_query_indexes.py",
         "test_mongo_features.py",
         "test_mongo_writes.py",
         "test_ops.py",

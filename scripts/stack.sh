@@ -301,6 +301,9 @@ GRANT USAGE ON SCHEMA public TO crm_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO crm_reader;
 ALTER DEFAULT PRIVILEGES FOR ROLE notes_admin IN SCHEMA public GRANT SELECT ON TABLES TO crm_reader;
 SQL
+    # FerretDB's keyed queries served by GIN indexes, for every collection it has or will
+    # create (event trigger + row triggers; docs/MONGODB.md). Idempotent; needs the superuser.
+    pg_psql ferretdb <"$ROOT/devtools/ferretdb_indexes.sql"
 }
 
 pg_down() {
@@ -478,6 +481,9 @@ s3_down() {
 }
 
 # --------------------------------------------------------------------------- MongoDB
+# Version of the GIN index SQL the running FerretDB's sessions were started under.
+ferretdb_indexes_sha() { sha256sum "$ROOT/devtools/ferretdb_indexes.sql" | cut -c1-16; }
+
 # external URI = NOTES_PIPELINE_MONGO_URI set and not pointing at this stack's own port
 # (a shell that sourced .stack/env must not turn the stack's FerretDB into "external").
 mongo_external_uri() {
@@ -530,8 +536,16 @@ mongo_up() {
         if [[ "$MONGO_KIND" == ferretdb && "$want" != "$FERRETDB_BACKEND" ]]; then
             log "note: requested FerretDB backend '$want' differs; run down + up to switch"
         fi
-        mongo_ping "$MONGO_URI" >/dev/null
-        return 0
+        if [[ "$MONGO_KIND" == ferretdb && "$FERRETDB_BACKEND" == postgresql \
+            && "$(cat "$STACK_DIR/mongo.indexes" 2>/dev/null)" != "$(ferretdb_indexes_sha)" ]]; then
+            # Its PostgreSQL sessions predate devtools/ferretdb_indexes.sql (plan_cache_mode
+            # reaches new sessions only; their cached generic plans never use the GIN indexes).
+            log "restarting FerretDB: devtools/ferretdb_indexes.sql changed since it started"
+            mongo_down
+        else
+            mongo_ping "$MONGO_URI" >/dev/null
+            return 0
+        fi
     fi
     port_open "$MONGO_PORT" && die "port $MONGO_PORT is in use by a process this stack did not start"
     if command -v mongod >/dev/null 2>&1; then
@@ -572,6 +586,7 @@ mongo_up() {
     record_pid mongo "$pid"
     echo "$MONGO_KIND" >"$STACK_DIR/mongo.kind"
     echo "$FERRETDB_BACKEND" >"$STACK_DIR/mongo.backend"
+    ferretdb_indexes_sha >"$STACK_DIR/mongo.indexes"
     wait_port "$MONGO_PORT" "$pid" "$MONGO_KIND" "$LOG_DIR/$([[ $MONGO_KIND == ferretdb ]] && echo ferretdb || echo mongod).log"
     mongo_ping "$MONGO_URI" >/dev/null
 }
@@ -617,6 +632,7 @@ NOTES_PIPELINE_MONGO_URI=$MONGO_URI
 NOTES_PIPELINE_MONGO_KIND=$MONGO_KIND
 NOTES_PIPELINE_MONGO_DB=cdp
 NOTES_PIPELINE_FERRETDB_BACKEND=$FERRETDB_BACKEND
+NOTES_PIPELINE_FERRETDB_DSN=postgresql://notes_admin:$NOTES_ADMIN_PASSWORD@$HOST:$PG_PORT/ferretdb
 NOTES_PIPELINE_S3_ENDPOINT_URL=http://$HOST:$S3_PORT
 AWS_ACCESS_KEY_ID=testing
 AWS_SECRET_ACCESS_KEY=testing
