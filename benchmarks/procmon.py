@@ -80,6 +80,18 @@ def rss_kb(pid: int) -> int:
         return 0
 
 
+def hwm_kb(pid: int) -> int:
+    """Peak resident set size of ``pid`` so far (VmHWM, KiB; 0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def pss_kb(pid: int) -> int:
     """Proportional set size of ``pid`` in KiB: shared pages (forked run workers share most of
     theirs with the zygote) count once across the processes sharing them. Falls back to RSS."""
