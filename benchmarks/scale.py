@@ -102,6 +102,10 @@ WARM_UP_NOTES = 100
 RESERVE_S = 120  # of the hard timeout, kept for reading results and stopping processes
 
 
+class NothingToRun(Exception):
+    """Only --pending sizes were given: no stack process is started."""
+
+
 # --------------------------------------------------------------------------- environment
 def scale_env(base: dict[str, str]) -> dict[str, str]:
     """The stack's settings pointed at the benchmark's own databases, buckets and instance."""
@@ -529,22 +533,47 @@ def measure(
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", type=sr.parse_sizes, default=sr.parse_sizes("1k,10k,50k,200k"))
+    ap.add_argument(
+        "--sizes",
+        type=sr.parse_sizes,
+        help="notes per CID, e.g. 1k,10k,50k (default 1k,10k,50k,200k; none with --pending)",
+    )
     ap.add_argument(
         "--attachments",
         nargs="?",
         const="same",
         metavar="SIZES",
-        help="also run with attachments (profile large): the same sizes, or these (1k,10k)",
+        help="also run with attachments (profile large): every size, or these of them (1k,10k)",
     )
     ap.add_argument("--no-plain", action="store_true", help="only the attachment runs")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the bare pymongo ceiling")
     ap.add_argument("--timeout", type=float, default=3600, help="hard limit for the whole script")
     ap.add_argument("--run-timeout", type=float, help="cancel one run after this many seconds")
     ap.add_argument("--ceiling-timeout", type=float, help="stop one ceiling after this long")
+    ap.add_argument(
+        "--pending",
+        type=sr.parse_sizes,
+        default=[],
+        metavar="SIZES",
+        help="do not run these sizes; record them as pending (with --reason) - rows already "
+        "measured are never replaced by a pending one",
+    )
+    ap.add_argument("--reason", default="", help="why the --pending sizes are not measured")
     ap.add_argument("--label", default="", help="free text stored with the results")
     ap.add_argument("--publish", action="store_true", help="write the scale section of latest.json")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [] if args.pending else sr.parse_sizes("1k,10k,50k,200k")
+    return args
+
+
+def rows_of(sizes: list[int], args: argparse.Namespace) -> list[tuple[int, bool]]:
+    """(notes, attachments) of the rows the flags select for these sizes."""
+    rows = [(n, False) for n in sizes if not args.no_plain]
+    if args.attachments:
+        extra = sizes if args.attachments == "same" else sr.parse_sizes(args.attachments)
+        rows += [(n, True) for n in extra if n in sizes]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -564,10 +593,11 @@ def main(argv: list[str] | None = None) -> int:
 
     base = stack_env()
     env = scale_env(base)
-    plan = [(n, False) for n in args.sizes if not args.no_plain]
-    if args.attachments:
-        sizes = args.sizes if args.attachments == "same" else sr.parse_sizes(args.attachments)
-        plan += [(n, True) for n in sizes]
+    plan = rows_of(args.sizes, args)
+    pending = rows_of(args.pending, args) if args.pending else []
+    if args.pending and not args.reason:
+        sys.exit("--pending needs --reason")
+    plan = [item for item in plan if item not in pending]
     results: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -584,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     instance = None
     exit_code = 1
     try:
+        if not plan:
+            raise NothingToRun
         ensure_database(env, "crm_scale")
         ensure_database(env, "identity_scale")
         ensure_database(env, "dagster_scale", recreate=True)
@@ -618,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results["rows"][key] = measure(env, instance, notes, attachments, args, deadline, state)
         exit_code = 0
+    except NothingToRun:
+        exit_code = 0
     except (Exception, KeyboardInterrupt) as exc:
         results["error"] = f"{type(exc).__name__}: {exc}"
         log(f"FAILED: {results['error']}")
@@ -633,7 +667,12 @@ def main(argv: list[str] | None = None) -> int:
         results["stopped"] = procs.stop_all()
         log(f"stopped: {results['stopped']}")
     results["script_s"] = round(time.monotonic() - t0, 1)
-    rows = {}
+    rows = {
+        sr.row_key(n, a): sr.pending_row(
+            n, a, args.reason, date=results["date"], commit=results["commit"]
+        )
+        for n, a in pending
+    }
     for key, measured in results["rows"].items():
         notes, attachments = measured.get("notes"), measured.get("attachments", False)
         if notes is None:  # never started
