@@ -694,17 +694,19 @@ def main(argv: list[str] | None = None) -> int:
     out_path.write_text(json.dumps(results, indent=2, default=str))
     if args.publish and rows:
         previous = json.loads(LATEST.read_text()).get("scale") if LATEST.exists() else None
-        section = sr.merge_section(
-            previous,
-            rows,
-            date=results["date"],
-            label=args.label,
-            reproduce="NOTES_PIPELINE_STACK_PORT_OFFSET=… make up && "
+        info = {
+            "date": results["date"],
+            "label": args.label,
+            "reproduce": "NOTES_PIPELINE_STACK_PORT_OFFSET=… make up && "
             f".venv/bin/python benchmarks/scale.py {' '.join(results['argv'])}",
-            mongo=results["mongo"],
-            machine=results["machine"],
-            results_file=str(out_path.relative_to(ROOT)),
-        )
+            "mongo": results["mongo"],
+            "machine": results["machine"],
+            "results_file": str(out_path.relative_to(ROOT)),
+        }
+        if not plan and previous:  # only pending rows: the last measurement's header stays
+            info = {k: v for k, v in previous.items() if not k.startswith("cid_")}
+            info.pop("targets", None)
+        section = sr.merge_section(previous, rows, **info)
         log(f"published: {update_section('scale', section)}")
     print(json.dumps({"rows": rows, "targets": sr.evaluate_targets(rows)}, indent=2, default=str))
     log(f"results: {out_path}")
