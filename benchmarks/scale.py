@@ -648,7 +648,15 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline - RESERVE_S - 60:
                 results["rows"][key] = {"pending": "not started: the script's time budget ran out"}
                 continue
-            results["rows"][key] = measure(env, instance, notes, attachments, args, deadline, state)
+            try:
+                results["rows"][key] = measure(
+                    env, instance, notes, attachments, args, deadline, state
+                )
+            except Exception as exc:  # this size fails alone; a timeout ends the loop
+                results["rows"][key] = {"pending": f"{type(exc).__name__}: {exc}"}
+                log(f"{key} FAILED: {type(exc).__name__}: {exc}")
+                if isinstance(exc, BenchTimeout):
+                    raise
         exit_code = 0
     except NothingToRun:
         exit_code = 0
@@ -673,16 +681,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         for n, a in pending
     }
-    for key, measured in results["rows"].items():
-        notes, attachments = measured.get("notes"), measured.get("attachments", False)
-        if notes is None:  # never started
-            notes = next(n for n, a in plan if sr.row_key(n, a) == key)
-            attachments = key.endswith("_attachments")
-        if "run" not in measured:
-            reason = measured.get("pending") or measured.get("error") or results.get("error")
-            rows[key] = sr.pending_row(notes, attachments, reason or "not run")
-        else:
+    for notes, attachments in plan:
+        key = sr.row_key(notes, attachments)
+        measured = results["rows"].get(key, {})
+        if "run" in measured:
             rows[key] = sr.shape_row(measured)
+        else:
+            reason = measured.get("pending") or results.get("error") or "not started"
+            rows[key] = sr.pending_row(
+                notes, attachments, reason, date=results["date"], commit=results["commit"]
+            )
     results["published_rows"] = rows
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS_DIR / (
