@@ -3,7 +3,8 @@
 Used by ``full_backfill.py`` to measure the peak memory of the dagster daemon/webserver
 sessions (daemon, its code server, every run worker and their helpers) and to stop exactly
 the processes the benchmark started, PID by PID (a PID is only signalled while its start time
-still matches the one recorded, so a recycled PID is never hit).
+still matches the one recorded, so a recycled PID is never hit). ``scale.py`` samples one run
+worker with ``rss_kb``, ``hwm_kb`` and ``pss_kb``.
 """
 
 from __future__ import annotations
