@@ -3,7 +3,8 @@
 Used by ``full_backfill.py`` to measure the peak memory of the dagster daemon/webserver
 sessions (daemon, its code server, every run worker and their helpers) and to stop exactly
 the processes the benchmark started, PID by PID (a PID is only signalled while its start time
-still matches the one recorded, so a recycled PID is never hit).
+still matches the one recorded, so a recycled PID is never hit). ``scale.py`` samples one run
+worker with ``rss_kb``, ``hwm_kb`` and ``pss_kb``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ def rss_kb(pid: int) -> int:
             return int(fh.read().split()[1]) * PAGE_KB
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def hwm_kb(pid: int) -> int:
+    """Peak resident set size of ``pid`` so far (VmHWM, KiB; 0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def pss_kb(pid: int) -> int:

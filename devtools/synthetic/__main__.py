@@ -1,4 +1,4 @@
-"""CLI: ``python -m devtools.synthetic seed|summary --profile stage1|full [--seed N]``."""
+"""CLI: ``python -m devtools.synthetic seed|summary --profile PROFILE [--seed N] [--notes N]``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.synthetic.dataset import PROFILES, build_dataset
+from devtools.synthetic.dataset import LARGE_CIDS, LARGE_NOTES, PROFILES, build_dataset
 from notes_pipeline.core.envfile import read_env_file
 
 
@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--profile", choices=PROFILES, required=True)
         cmd.add_argument("--seed", type=int, default=42)
+        cmd.add_argument(
+            "--notes",
+            type=int,
+            help=f"notes of the one CID of {' / '.join(LARGE_CIDS)} (default {LARGE_NOTES:,})",
+        )
     seed = sub.choices["seed"]
     seed.add_argument("--no-attachments", action="store_true", help="skip the S3 upload")
     seed.add_argument("--workers", type=int, default=32, help="S3 upload threads")
@@ -51,9 +56,12 @@ def load_env_file(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.notes is not None and args.profile not in LARGE_CIDS:
+        parser.error(f"--notes is for the profiles {', '.join(LARGE_CIDS)}")
     started = time.monotonic()
-    dataset = build_dataset(args.profile, args.seed)
+    dataset = build_dataset(args.profile, args.seed, args.notes)
     if args.command == "summary":
         summary = dataset.summary()
         if args.totals_only:

@@ -14,13 +14,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import accumulate
 
 from devtools.synthetic import content
 from devtools.synthetic.audits import AUDIT_TABLES, PerfAudits, build_audits
 from devtools.synthetic.files import FILE_TYPES, make_file
 
-PROFILES = ("stage1", "full", "perf")
-#: the profiles tests and the demo use; ``perf`` (≥ 1M audits) is generated only when asked
+PROFILES = ("stage1", "full", "perf", "large", "large-plain")
+#: the profiles tests and the demo use; ``perf`` (≥ 1M audits) and the ``large`` ones
+#: (200,000 notes) are generated only when asked
 TEST_PROFILES = ("stage1", "full")
 NAMESPACE = uuid.UUID("0f6c1b8e-3d2a-4c57-9a61-5e0d7c2b9f14")
 NOTE_TYPES = {
@@ -111,6 +113,10 @@ FULL_TOTAL = 21_000
 FULL_FIRST_CID = 2001
 FULL_COMPANY_ONLY_CID = 2130  # a small CID with no person notes at all
 PERF_SIZES = ((3001, 20), (3002, 20))  # perf: few notes; its audits are the point
+#: large: one CID with the ``full`` profile's mix of notes and attachments; large-plain: the
+#: same mix without any attachment (benchmarks/scale.py). ``notes=`` resizes the CID.
+LARGE_CIDS = {"large": 4001, "large-plain": 4002}
+LARGE_NOTES = 200_000
 
 
 @dataclass(frozen=True)
@@ -206,8 +212,18 @@ def decoy_company_sso_id(company_sso_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"decoy/{company_sso_id}"))
 
 
-def profile_sizes(profile: str) -> list[tuple[int, int]]:
-    """(CID, total notes) for each organization of a profile (independent of the seed)."""
+def profile_sizes(profile: str, notes: int | None = None) -> list[tuple[int, int]]:
+    """(CID, total notes) for each organization of a profile (independent of the seed).
+
+    ``notes`` sets the size of a ``large`` profile's single CID (default ``LARGE_NOTES``);
+    the other profiles have fixed sizes and refuse it.
+    """
+    if profile in LARGE_CIDS:
+        if notes is not None and notes < 1:
+            raise ValueError(f"notes must be >= 1, got {notes}")
+        return [(LARGE_CIDS[profile], LARGE_NOTES if notes is None else notes)]
+    if notes is not None:
+        raise ValueError(f"profile {profile!r} has fixed sizes; notes= is for {list(LARGE_CIDS)}")
     if profile == "stage1":
         return list(STAGE1_SIZES)
     if profile == "perf":
@@ -236,18 +252,22 @@ def _rebalance(values: list[int], total: int, low: int, high: int) -> None:
         i += 1
 
 
-def build_dataset(profile: str, seed: int = 42) -> Dataset:
-    """Build the synthetic dataset of ``profile`` ("stage1", "full" or "perf") from ``seed``:
-    each organization's notes, then (``audits.build_audits``) the activity-log tables."""
+def build_dataset(profile: str, seed: int = 42, notes: int | None = None) -> Dataset:
+    """Build the synthetic dataset of ``profile`` (one of ``PROFILES``) from ``seed``:
+    each organization's notes, then (``audits.build_audits``) the activity-log tables.
+
+    The ``large`` profiles have no audits; ``notes`` resizes their CID (``profile_sizes``).
+    """
     ds = Dataset(profile=profile, seed=seed)
     ds.crm_note_types = [{"id": k, "name": v} for k, v in NOTE_TYPES.items()]
     ids = _Ids()
     orgs = []
-    for cid, n_notes in profile_sizes(profile):
+    for cid, n_notes in profile_sizes(profile, notes):
         org = _OrgBuilder(ds, ids, seed, profile, cid, n_notes)
         org.build()
         orgs.append(org)
-    build_audits(ds, orgs)
+    if profile not in LARGE_CIDS:
+        build_audits(ds, orgs)
     return ds
 
 
@@ -309,6 +329,7 @@ class _OrgBuilder:
         self.company_sso_id = str(uuid.uuid5(NAMESPACE, f"{seed}/org/{cid}"))
         self.domain = f"org{cid}.co.id"
         self.person_notes = not (profile == "full" and cid == FULL_COMPANY_ONLY_CID)
+        self.attachments = profile != "large-plain"
         self.users: list[dict] = []
         self.creator_weights: list[float] = []
         self.people: list[int] = []
@@ -417,6 +438,10 @@ class _OrgBuilder:
         order = self.people[:]
         rng.shuffle(order)
         self.person_weights = [(pid, 1 / (rank + 1) ** 0.7) for rank, pid in enumerate(order)]
+        # cumulative once per CID: the same draws as ``choices(people, weights)``, but
+        # O(log persons) per note instead of O(persons) (50,000 persons in ``large``)
+        self.person_pool = tuple(pid for pid, _ in self.person_weights)
+        self.person_cum_weights = list(accumulate(w for _, w in self.person_weights))
 
     # --- note plans -------------------------------------------------------------
 
@@ -443,8 +468,7 @@ class _OrgBuilder:
         rng = self.rng
         plan = _Plan(id=self.ids.next("crm_notes"), shape=shape, note_type=note_type)
         if shape.startswith("person"):
-            people, weights = zip(*self.person_weights, strict=True)
-            plan.person = rng.choices(people, weights)[0]
+            plan.person = rng.choices(self.person_pool, cum_weights=self.person_cum_weights)[0]
         for part, table in (
             ("deal", "crm_deals"),
             ("company", "crm_companies"),
@@ -567,8 +591,9 @@ class _OrgBuilder:
                 "updated_at": plan.updated,
             }
         )
-        for ext in plan.files:
-            self._file(plan, ext)
+        if self.attachments:
+            for ext in plan.files:
+                self._file(plan, ext)
         if plan.checkin:
             self._checkin(plan)
         tags = set(plan.tags) | set(plan.fragments) | {f"shape:{plan.shape}"}

@@ -174,7 +174,7 @@ def _copy(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -
 
 
 def _copy_chunks(cursor, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
-    """COPY a stream of rows in chunks of ``COPY_CHUNK`` (bounded memory for perf)."""
+    """COPY a stream of rows in chunks of ``COPY_CHUNK`` (bounded memory for perf, large)."""
     chunk: list[tuple] = []
     for row in rows:
         chunk.append(row)
@@ -224,7 +224,7 @@ def write_crm(conn, dataset: Dataset, base_url: str, truncate: bool = False) -> 
         _upsert_note_types(cursor, dataset)
         for table in TABLES:
             if table != "crm_note_types":
-                _copy(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
+                _copy_chunks(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
         for table in AUDIT_TABLES:
             _copy_chunks(cursor, table, COLUMNS[table], crm_rows(dataset, table, base_url))
         if dataset.audit_stream is not None:
