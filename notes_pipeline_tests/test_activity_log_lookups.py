@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -30,7 +33,13 @@ from notes_pipeline.activity_logs.rules.actors import IdentityLookups
 from notes_pipeline.activity_logs.rules.plan import PlanContext, PlanLookups
 from notes_pipeline.activity_logs.rules.window import parse_date_range_start
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
-from notes_pipeline.activity_logs.summary import person_coverage, planned_failure_rate
+from notes_pipeline.activity_logs.summary import (
+    PlanTally,
+    person_coverage,
+    plan_metadata,
+    planned_failure_rate,
+)
+from notes_pipeline.core.chunks import ChunksMissing, write_chunks
 from notes_pipeline.core.crm_records import AuditScope, CrmAudit, CrmUser, Organization
 from notes_pipeline.core.discovery import discoverable_cids
 from notes_pipeline.core.resources.crm import (
@@ -325,7 +334,20 @@ def _plan(ready: int, not_found: int = 0, failed: int = 0, skipped: int = 0):
     entries += [
         _entry(3000 + n, PlanOutcome.SKIPPED, SkipCode.UNMAPPED_ACTION_TYPE) for n in range(skipped)
     ]
-    return NormalizedActivityLogs(ORG, tuple(entries), len(entries))
+    directory = Path(tempfile.mkdtemp(dir=PLANS_DIR))
+    return NormalizedActivityLogs(
+        ORG, write_chunks(directory, entries, chunk_size=400), len(entries), PlanTally.of(entries)
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def plans_dir(tmp_path_factory):
+    global PLANS_DIR
+    PLANS_DIR = tmp_path_factory.mktemp("plans")
+    yield PLANS_DIR
+
+
+PLANS_DIR: Path | None = None
 
 
 def _results(plan, **settings):
@@ -362,8 +384,58 @@ def test_warn_checks_flag_unmapped_and_unresolved_actor_shares():
     assert not results["unmapped_share"].passed  # 3 % > 1 %
     assert results["actor_unresolved_share"].passed
     assert _results(_plan(97, skipped=3), unmapped_warn_pct=5.0)["unmapped_share"].passed
-    coverage = person_coverage(_plan(10).entries)
+    coverage = person_coverage(_plan(10).iter_entries())
     assert (coverage.persons, coverage.via_source_id) == (7, 7)
+
+
+def test_gates_and_metadata_come_from_the_tally_without_rereading_the_plan():
+    """§11: the figures are tallied while planning; the chunks are never read again."""
+    plan = _plan(900, not_found=30, failed=70, skipped=5)
+    assert plan.entries.chunk_count == 3 and plan.planned == 1005
+    expected = [e.external_id for e in plan.iter_entries() if str(e.outcome) == "failed"][:20]
+    shutil.rmtree(plan.entries.directory)
+    with pytest.raises(ChunksMissing):
+        next(plan.iter_entries())
+    results = _results(plan)
+    assert results["planned_failure_rate"].metadata["failed_ids"].value == expected
+    assert results["planned_failure_rate"].metadata["failed_by_reason"].value == {
+        "contact_not_found": 30,
+        "invalid_timestamp": 70,
+    }
+    assert results["contact_coverage"].metadata["contact_not_found_ids"].value == [
+        f"crm_audit:{1000 + n}" for n in range(20)
+    ]
+    assert results["unmapped_share"].metadata["unmapped"].value == 5
+    meta = plan_metadata(plan)
+    assert (meta["ready"], meta["failed"], meta["skipped"], meta["chunks"]) == (900, 100, 5, 3)
+    assert plan.count(PlanOutcome.FAILED) == 100
+
+
+def test_the_tally_equals_the_figures_of_the_entries():
+    entries = list(_plan(50, not_found=3, failed=2, skipped=4).iter_entries())
+    entries.append(
+        PlanEntry(
+            crm_audit_id=9,
+            external_id="crm_audit:9",
+            outcome=PlanOutcome.FAILED,
+            code=FailureCode.TRANSFORM_ERROR,
+            dropped_tags=(("!ruby/object:Money", 2),),
+        )
+    )
+    tally = PlanTally.of(entries)
+    assert tally.outcome_counts() == {"ready": 50, "skipped": 4, "failed": 6}
+    assert dict(tally.codes) == {
+        "contact_not_found": 3,
+        "invalid_timestamp": 2,
+        "unmapped_action_type": 4,
+        "transform_error": 1,
+    }
+    assert (tally.coverage.resolved, tally.coverage.in_scope) == (52, 56)
+    assert dict(tally.contact_paths) == {"source_id": 52, "not_found": 3, "not_reached": 1}
+    assert dict(tally.unknown_tags) == {"!ruby/object:Money": 2}
+    assert tally.actor_unresolved == (0, 50)
+    assert tally.failure_rate.rate == round(6 / 60, 6)
+    assert tally.person_coverage == person_coverage(entries)
 
 
 # --------------------------------------------------------------------------- the window

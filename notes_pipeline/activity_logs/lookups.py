@@ -10,8 +10,9 @@ the emails that still fail make only their own audits fail ``actor_lookup_failed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from notes_pipeline.activity_logs.records import CrmAudit, PlanEntry
 from notes_pipeline.activity_logs.rules.actors import IdentityLookups, emails_to_look_up
@@ -30,7 +31,6 @@ from notes_pipeline.activity_logs.rules.plan import (
     prepare_audit_isolated,
     user_ids_to_look_up,
 )
-from notes_pipeline.core.rates import batches
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.identity import IdentityDirectory, IdentityLookupError
 from notes_pipeline.core.resources.mongo import CdpMongo
@@ -110,31 +110,42 @@ def fetch_lookups(
     )
 
 
-def plan_audits(
-    audits: Sequence[CrmAudit],
+def plan_batches(
+    audits: Iterable[CrmAudit],
     ctx: PlanContext,
     fetch: Callable[[Sequence[PreparedAudit | PlanEntry]], PlanLookups],
     batch_size: int,
-    on_entry: Callable[[PlanEntry], None] | None = None,
-) -> tuple[list[PlanEntry], int]:
-    """One plan entry per audit, in order (§4, §15), and the number of lookup batches.
+) -> Iterator[list[PlanEntry]]:
+    """The plan (§4, §15), one list of entries per batch of ``batch_size`` audits, in order.
 
-    Each batch of ``batch_size`` audits is prepared without lookups, then ``fetch`` runs the
-    batch's lookups once, then each prepared audit is completed. Rules never raise here
-    (``*_isolated``: an unexpected exception fails that audit alone, ``transform_error``).
+    ``audits`` is consumed lazily (memory: one batch). Each batch is prepared without lookups,
+    then ``fetch`` runs the batch's lookups once (skipped when every audit was already
+    decided), then each prepared audit is completed. Rules never raise here (``*_isolated``:
+    an unexpected exception fails that audit alone, ``transform_error``); what ``fetch`` raises
+    propagates (a lookup outage fails the asset, not the audits).
     """
-    entries: list[PlanEntry] = []
-    count = 0
-    for batch in batches(audits, batch_size):
-        count += 1
+    iterator = iter(audits)
+    while batch := list(islice(iterator, batch_size)):
         prepared = [prepare_audit_isolated(audit, ctx) for audit in batch]
         needs_lookups = any(isinstance(item, PreparedAudit) for item in prepared)
         lookups = fetch(prepared) if needs_lookups else PlanLookups()
-        for item in prepared:
-            entry = (
-                item if isinstance(item, PlanEntry) else complete_plan_isolated(item, ctx, lookups)
-            )
-            entries.append(entry)
-            if on_entry is not None:
-                on_entry(entry)
+        yield [
+            item if isinstance(item, PlanEntry) else complete_plan_isolated(item, ctx, lookups)
+            for item in prepared
+        ]
+
+
+def plan_audits(
+    audits: Iterable[CrmAudit],
+    ctx: PlanContext,
+    fetch: Callable[[Sequence[PreparedAudit | PlanEntry]], PlanLookups],
+    batch_size: int,
+) -> tuple[list[PlanEntry], int]:
+    """``plan_batches`` collected: every entry in one list, and the number of batches. Holds
+    the whole plan in memory: for small inputs (tests, tools); the asset streams batches."""
+    entries: list[PlanEntry] = []
+    count = 0
+    for batch in plan_batches(audits, ctx, fetch, batch_size):
+        entries.extend(batch)
+        count += 1
     return entries, count
