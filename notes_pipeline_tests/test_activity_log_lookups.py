@@ -12,6 +12,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,12 @@ import pytest
 
 from notes_pipeline.activity_logs import events
 from notes_pipeline.activity_logs.checks import normalized_checks
-from notes_pipeline.activity_logs.lookups import IdentityCache, pick_source_contact, plan_audits
+from notes_pipeline.activity_logs.lookups import (
+    ContactIndex,
+    IdentityCache,
+    pick_source_contact,
+    plan_audits,
+)
 from notes_pipeline.activity_logs.records import (
     FailureCode,
     NormalizedActivityLogs,
@@ -30,6 +36,7 @@ from notes_pipeline.activity_logs.records import (
     SkipCode,
 )
 from notes_pipeline.activity_logs.rules.actors import IdentityLookups
+from notes_pipeline.activity_logs.rules.contacts import SourceIdMatch
 from notes_pipeline.activity_logs.rules.plan import PlanContext, PlanLookups
 from notes_pipeline.activity_logs.rules.window import parse_date_range_start
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
@@ -58,7 +65,11 @@ from notes_pipeline.core.resources.identity import (
     IdentityDirectory,
     IdentityLookupError,
 )
-from notes_pipeline.core.resources.in_memory import InMemoryCrmSource, in_memory_store
+from notes_pipeline.core.resources.in_memory import (
+    InMemoryCdpMongo,
+    InMemoryCrmSource,
+    in_memory_store,
+)
 from notes_pipeline.core.vocabulary import RunCode
 from notes_pipeline.deployment import in_memory_resources, resources_for_environment
 
@@ -301,6 +312,73 @@ def test_duplicate_contacts_pick_the_smallest_id_whatever_its_type():
     assert pick_source_contact(["b", "a", "b"]).customer_id == "a"
     mixed = pick_source_contact(["b", 3])
     assert (mixed.customer_id, mixed.match_count) == (3, 2)  # int sorts by type name first
+
+
+class CountingCdp(InMemoryCdpMongo):
+    """The in-memory CDP, counting the queries of each kind."""
+
+    def model_post_init(self, context) -> None:
+        super().model_post_init(context)
+        object.__setattr__(self, "_calls", Counter())
+
+    def contacts_by_source_id(self, company_sso_id, source_ids):
+        self._calls["source_id_in"] += 1
+        return super().contacts_by_source_id(company_sso_id, source_ids)
+
+    def contact_id_map(self, company_sso_id, crm_person_ids):
+        self._calls["map_in"] += 1
+        return super().contact_id_map(company_sso_id, crm_person_ids)
+
+    def company_contact_source_ids(self, company_sso_id, max_contacts):
+        self._calls["source_id_preload"] += 1
+        return super().company_contact_source_ids(company_sso_id, max_contacts)
+
+    def company_contact_id_map(self, company_sso_id, max_rows):
+        self._calls["map_preload"] += 1
+        return super().company_contact_id_map(company_sso_id, max_rows)
+
+
+@pytest.fixture
+def contacts_store():
+    store = in_memory_store("contact-index", reset=True)
+    store.contacts["c"] = {"1": "contact-1", "2": "contact-2", "3": "contact-3"}
+    store.contact_id_map["c"] = {4: "mapped-4", 5: "mapped-5"}
+    return store
+
+
+BATCHES = ([1, 4], [2, 3], [6, 5, 1])  # person ids per batch: 4 and 5 via the map, 6 nowhere
+
+
+def _lookups(index: ContactIndex) -> list:
+    return [index.lookup(batch) for batch in BATCHES]
+
+
+def test_a_small_company_is_preloaded_once_with_the_same_answers_as_the_batched_in(
+    contacts_store,
+):
+    """§4.3 [N8]: one streamed query per run instead of one $in per batch; same matches."""
+    batched = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=0)
+    preloaded = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=5)
+    answers = _lookups(batched)
+    assert _lookups(preloaded) == answers
+    assert answers[0].by_source_id == {"1": SourceIdMatch("contact-1")}
+    assert answers[2].id_map == {5: "mapped-5"}  # 6: no contact, no map row
+    assert batched.cdp._calls == {"source_id_in": 3, "map_in": 2}  # batch 2 has no miss
+    assert preloaded.cdp._calls == {"source_id_preload": 1, "map_preload": 1}
+    assert preloaded.strategy == {"source_id": "preloaded", "crm_contact_id_map": "preloaded"}
+    assert batched.strategy == {"source_id": "batched", "crm_contact_id_map": "batched"}
+
+
+def test_over_the_bound_each_batch_queries(contacts_store):
+    index = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=2)
+    assert index.strategy == {"source_id": "batched", "crm_contact_id_map": "not_consulted"}
+    assert index.lookup([1]).by_source_id == {"1": SourceIdMatch("contact-1")}
+    assert index.lookup([4]).id_map == {4: "mapped-4"}  # the map has 2 rows: preloaded
+    assert index.cdp._calls == {"source_id_preload": 1, "source_id_in": 2, "map_preload": 1}
+    contacts_store.contact_id_map["c"][7] = "mapped-7"  # now 3 rows, over the bound
+    over = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=2)
+    assert over.lookup([7, 4]).id_map == {7: "mapped-7", 4: "mapped-4"}
+    assert over.strategy == {"source_id": "batched", "crm_contact_id_map": "batched"}
 
 
 # --------------------------------------------------------------------------- the gates

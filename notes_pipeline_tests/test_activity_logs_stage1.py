@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -293,6 +293,33 @@ def test_golden_case_plans_as_built(stage1, stage1_runs, case):
             continue
         cid, entry = entries[audit_id]
         assert_matches_expected(stage1, entry, configured=cid == 1002)
+
+
+def test_preloaded_and_batched_contact_lookups_plan_alike(stage1, stage1_runs):
+    """§4.3 [N8]: the per-run preload of the company's contacts gives the batched $in's
+    matches, duplicates ([N8]: smallest _id) and map fallbacks included."""
+
+    def outcomes(result) -> list[tuple]:
+        return [
+            (
+                replace(e, document=None),
+                e.document and e.document["customer_id"],
+            )
+            for e in result.output_for_node("normalized_activity_logs").iter_entries()
+        ]
+
+    preloaded = outcomes(stage1_runs[1002])
+    batched_run = dry_run(1002, contact_preload_max=0, **CONFIGURED_ID_SETS)
+    assert metadata(stage1_runs[1002], "normalized_activity_logs")["contact_lookups"] == {
+        "source_id": "preloaded",
+        "crm_contact_id_map": "preloaded",
+    }
+    assert metadata(batched_run, "normalized_activity_logs")["contact_lookups"] == {
+        "source_id": "batched",
+        "crm_contact_id_map": "batched",
+    }
+    assert outcomes(batched_run) == preloaded
+    assert sum(1 for entry, _ in preloaded if entry.contact_match_count > 1) == 2
 
 
 def test_date_range_start_moves_the_cutoff(stage1):

@@ -172,6 +172,10 @@ def test_activity_log_stages_pass_small_handles_and_keep_only_the_latest_chunks(
     assert plan.entries.chunk_sizes == (3, 3, 1)
     assert [e.crm_audit_id for e in plan.iter_entries()] == [7005_000 + n for n in range(1, 8)]
     assert plan.iter_entries().__next__().document["changes"][0]["field"] == "score"
+    assert plan.contact_lookups == {
+        "source_id": "preloaded",
+        "crm_contact_id_map": "not_consulted",  # every person has a contact by source_id
+    }
     second = run()
     runs = sorted(p.name for p in (storage / "chunks").glob("*/7005/*"))
     assert runs == [second.run_id, second.run_id]  # one per asset

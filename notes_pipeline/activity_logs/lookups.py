@@ -1,8 +1,16 @@
 """Batched lookups of the plan (SPEC-activity-logs §4.3 steps 4-5, §4.4 hops 1-2) and the
 batch loop that feeds them to the pure rules.
 
-Per batch of audits: one ``$in`` on ``contacts.source_id``, one ``$in`` on
-``crm_contact_id_map`` for the misses ([N8]), one ``users`` query (hop 1, [N10]) and at most
+Contacts (§4.3 steps 4-5, [N8]) come from a ``ContactIndex`` per run: when the company has at
+most ``contact_preload_max`` contacts, its ``source_id → _id`` pairs are read once, in one
+streamed company-scoped query, and each batch is answered from memory (likewise the
+``crm_contact_id_map`` rows, on the first miss); otherwise each batch sends one ``$in`` on
+``contacts.source_id`` and one ``$in`` on ``crm_contact_id_map`` for the misses. Both give the
+same matches; the preload avoids one query per batch, which servers that cannot use an index
+for ``$in`` (FerretDB 1.24) answer with a scan of the collection (BENCHMARKS.md). A contact
+created after the preload is found by a re-run (as audits after the high-water id, [N13]).
+
+Per batch of audits, then: the contacts, one ``users`` query (hop 1, [N10]) and at most
 one identity call for the emails not yet cached (hop 2). The identity cache lives for the run
 (§4.4: one cache per job); a failed hop-2 call is retried, then narrowed to single emails, and
 the emails that still fail make only their own audits fail ``actor_lookup_failed``.
@@ -13,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 from notes_pipeline.activity_logs.records import CrmAudit, PlanEntry
 from notes_pipeline.activity_logs.rules.actors import IdentityLookups, emails_to_look_up
@@ -86,27 +95,89 @@ def pick_source_contact(customer_ids: Sequence[object]) -> SourceIdMatch | None:
         return SourceIdMatch(ordered[0], len(ordered))
 
 
+@dataclass
+class ContactIndex:
+    """§4.3 steps 4-5 lookups of one company for one run (see the module docstring).
+
+    ``by_source_id`` / ``id_map``: the preloaded answers, or None while each batch queries
+    (``$in``). ``max_preload``: the most contacts (and map rows) preloaded; 0 = never.
+    """
+
+    cdp: CdpMongo
+    company_sso_id: str
+    max_preload: int = 0
+    by_source_id: dict[str, SourceIdMatch] | None = None
+    id_map: dict[int, Any] | None = None
+    _map_consulted: bool = False
+
+    @classmethod
+    def load(cls, cdp: CdpMongo, company_sso_id: str, max_preload: int) -> ContactIndex:
+        """Preload the company's contacts when it has at most ``max_preload`` (one streamed
+        query; over the bound it stops reading after ``max_preload + 1`` documents). Raises
+        what ``cdp`` raises."""
+        index = cls(cdp, company_sso_id, max_preload)
+        if max_preload > 0:
+            found = cdp.company_contact_source_ids(company_sso_id, max_preload)
+            if found is not None:
+                index.by_source_id = {
+                    sid: match for sid, ids in found.items() if (match := pick_source_contact(ids))
+                }
+        return index
+
+    @property
+    def strategy(self) -> dict[str, str]:
+        """How each lookup is answered (run metadata): ``preloaded`` or ``batched``; the map
+        is ``not_consulted`` until some person misses step 4."""
+        source = "batched" if self.by_source_id is None else "preloaded"
+        if self.id_map is not None:
+            id_map = "preloaded"
+        else:
+            id_map = "batched" if self._map_consulted else "not_consulted"
+        return {"source_id": source, "crm_contact_id_map": id_map}
+
+    def _id_map_for(self, misses: list[int]) -> dict[int, Any]:
+        if not self._map_consulted and self.max_preload > 0:
+            self.id_map = self.cdp.company_contact_id_map(self.company_sso_id, self.max_preload)
+        self._map_consulted = True
+        if self.id_map is None:
+            return self.cdp.contact_id_map(self.company_sso_id, misses)
+        return {p: self.id_map[p] for p in misses if p in self.id_map}
+
+    def lookup(self, person_ids: Sequence[int]) -> ContactLookups:
+        """``ContactLookups`` for a batch's distinct person ids: step 4 for each, step 5 for
+        the misses only ([N8]). Raises what ``cdp`` raises."""
+        source_ids = [source_id_of(p) for p in person_ids]
+        if self.by_source_id is None:
+            found = self.cdp.contacts_by_source_id(self.company_sso_id, source_ids)
+            by_source_id = {
+                sid: match for sid, ids in found.items() if (match := pick_source_contact(ids))
+            }
+        else:
+            known = self.by_source_id
+            by_source_id = {sid: known[sid] for sid in source_ids if sid in known}
+        misses = [
+            p for p, sid in zip(person_ids, source_ids, strict=True) if sid not in by_source_id
+        ]
+        id_map = self._id_map_for(misses) if misses else {}
+        return ContactLookups(by_source_id=by_source_id, id_map=id_map)
+
+
 def fetch_lookups(
     items: Sequence[PreparedAudit | PlanEntry],
     *,
-    company_sso_id: str,
-    cdp: CdpMongo,
+    contacts: ContactIndex,
     crm: CrmSource,
     identity: IdentityCache,
 ) -> PlanLookups:
-    """One batch's lookups, each one query for the whole batch (see the module docstring).
-    Raises what the resources raise (a lookup outage fails the asset, not the audits)."""
-    person_ids = person_ids_to_look_up(items)
-    found = cdp.contacts_by_source_id(company_sso_id, [source_id_of(p) for p in person_ids])
-    by_source_id = {sid: match for sid, ids in found.items() if (match := pick_source_contact(ids))}
-    misses = [p for p in person_ids if source_id_of(p) not in by_source_id]
-    id_map = cdp.contact_id_map(company_sso_id, misses) if misses else {}
+    """One batch's lookups, each at most one query for the whole batch (see the module
+    docstring). Raises what the resources raise (a lookup outage fails the asset, not the
+    audits)."""
+    contact_lookups = contacts.lookup(person_ids_to_look_up(items))
     users = crm.users_by_id(user_ids_to_look_up(items))
-    identity_lookups = identity.lookup(emails_to_look_up(users.values()))
     return PlanLookups(
-        contacts=ContactLookups(by_source_id=by_source_id, id_map=id_map),
+        contacts=contact_lookups,
         users_by_id=users,
-        identity=identity_lookups,
+        identity=identity.lookup(emails_to_look_up(users.values())),
     )
 
 

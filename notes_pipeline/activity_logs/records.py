@@ -12,7 +12,7 @@ re-exported here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +193,7 @@ class NormalizedActivityLogs:
     tally: PlanTally
     identity_emails: int = 0  # distinct normalized emails sent to the identity service
     lookup_batches: int = 0  # batches of lookups (one query of each kind per batch)
+    contact_lookups: dict[str, str] = field(default_factory=dict)  # lookup → preloaded/batched
 
     def iter_entries(self) -> Iterator[PlanEntry]:
         """Every plan entry once, in ``audits.id`` order (the loader and report read this);

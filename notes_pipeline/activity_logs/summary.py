@@ -315,5 +315,6 @@ def plan_metadata(normalized: NormalizedActivityLogs) -> dict[str, Any]:
         "duplicate_contact_audits": tally.duplicate_contact_audits,
         "identity_emails": normalized.identity_emails,
         "lookup_batches": normalized.lookup_batches,
+        "contact_lookups": dg.MetadataValue.json(normalized.contact_lookups),
         "chunks": normalized.entries.chunk_count,
     }

@@ -8,7 +8,12 @@ import dagster as dg
 
 from notes_pipeline.activity_logs import events
 from notes_pipeline.activity_logs.checks import NORMALIZED_CHECKS, normalized_checks
-from notes_pipeline.activity_logs.lookups import IdentityCache, fetch_lookups, plan_batches
+from notes_pipeline.activity_logs.lookups import (
+    ContactIndex,
+    IdentityCache,
+    fetch_lookups,
+    plan_batches,
+)
 from notes_pipeline.activity_logs.records import AuditExtract, NormalizedActivityLogs, PlanEntry
 from notes_pipeline.activity_logs.rules.plan import PlanContext
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
@@ -54,20 +59,16 @@ def normalized_activity_logs(
         org.company_sso_id,
         settings.identity_retries,
     )
-    fetch = partial(
-        fetch_lookups,
-        company_sso_id=org.company_sso_id,
-        cdp=cdp_mongo,
-        crm=crm_audits,
-        identity=identity_cache,
-    )
+    contacts = ContactIndex.load(cdp_mongo, org.company_sso_id, settings.contact_preload_max)
+    context.log.info(f"Contact lookups CID {org.cid}: {contacts.strategy}")
+    fetch = partial(fetch_lookups, contacts=contacts, crm=crm_audits, identity=identity_cache)
     tally = PlanTally()
     emit = partial(events.emit_plan_events, job_id, org.cid)
     lookup_batches = 0
     # one batch in memory, entries straight to chunk files, figures tallied on the way (§11)
     with ChunkWriter[PlanEntry].for_asset(context, settings.chunk_size) as writer:
         audits = crm_audits_raw.iter_audits()
-        batches = plan_batches(audits, ctx, fetch, settings.page_size)
+        batches = plan_batches(audits, ctx, fetch, settings.lookup_batch_size)
         for entries in batches:
             lookup_batches += 1
             for entry in entries:
@@ -82,6 +83,7 @@ def normalized_activity_logs(
         tally=tally,
         identity_emails=len(identity_cache.asked),
         lookup_batches=lookup_batches,
+        contact_lookups=contacts.strategy,
     )
     yield dg.Output(result, metadata=plan_metadata(result))
     yield from normalized_checks(result, settings)
