@@ -25,6 +25,7 @@ from notes_pipeline.activity_logs.checks import normalized_checks
 from notes_pipeline.activity_logs.lookups import (
     ContactIndex,
     IdentityCache,
+    UserCache,
     pick_source_contact,
     plan_audits,
 )
@@ -379,6 +380,25 @@ def test_over_the_bound_each_batch_queries(contacts_store):
     over = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=2)
     assert over.lookup([7, 4]).id_map == {7: "mapped-7", 4: "mapped-4"}
     assert over.strategy == {"source_id": "batched", "crm_contact_id_map": "batched"}
+
+
+def test_hop_1_asks_only_for_users_not_seen_in_the_run():
+    """§4.4 [N10]: one cache per job; users without a row (A4) are not asked again either."""
+    asked: list[list[int]] = []
+
+    class Crm(InMemoryCrmSource):
+        def users_by_id(self, user_ids):
+            asked.append(sorted(user_ids))
+            return super().users_by_id(user_ids)
+
+    store = in_memory_store("user-cache", reset=True)
+    store.crm_users[1] = CrmUser(1, "a@x.test", "A")
+    store.crm_users[2] = CrmUser(2, "b@x.test", "B")
+    cache = UserCache(Crm(store="user-cache"))
+    assert cache.lookup([1, 9]) == {1: store.crm_users[1]}
+    assert cache.lookup([1, 2, 9]) == {1: store.crm_users[1], 2: store.crm_users[2]}
+    assert cache.lookup([9, 2]) == {2: store.crm_users[2]}
+    assert asked == [[1, 9], [2]] and cache.queries == 2
 
 
 # --------------------------------------------------------------------------- the gates

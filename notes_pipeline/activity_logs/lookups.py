@@ -10,8 +10,9 @@ same matches; the preload avoids one query per batch, which servers that cannot 
 for ``$in`` (FerretDB 1.24) answer with a scan of the collection (BENCHMARKS.md). A contact
 created after the preload is found by a re-run (as audits after the high-water id, [N13]).
 
-Per batch of audits, then: the contacts, one ``users`` query (hop 1, [N10]) and at most
-one identity call for the emails not yet cached (hop 2). The identity cache lives for the run
+Per batch of audits, then: the contacts, at most one ``users`` query for the user ids not
+seen yet in the run (hop 1, [N10]; ``UserCache``) and at most one identity call for the emails
+not yet cached (hop 2). The identity cache lives for the run
 (§4.4: one cache per job); a failed hop-2 call is retried, then narrowed to single emails, and
 the emails that still fail make only their own audits fail ``actor_lookup_failed``.
 """
@@ -24,7 +25,7 @@ from itertools import islice
 from typing import Any
 
 from notes_pipeline.activity_logs.records import CrmAudit, PlanEntry
-from notes_pipeline.activity_logs.rules.actors import IdentityLookups, emails_to_look_up
+from notes_pipeline.activity_logs.rules.actors import CrmUser, IdentityLookups, emails_to_look_up
 from notes_pipeline.activity_logs.rules.contacts import (
     ContactLookups,
     SourceIdMatch,
@@ -83,6 +84,29 @@ class IdentityCache:
                         self.failed.add(email)
         failed = frozenset(e for e in emails if e in self.failed)
         return IdentityLookups(sso_by_email=found, failed_emails=failed)
+
+
+@dataclass
+class UserCache:
+    """Hop 1 for one run (§4.4 [N10]: one cache per job): ``crm.users_by_id`` is asked only
+    for the user ids not seen yet in this run, the rows found and the ids without a row (A4)
+    are remembered. Memory: one entry per distinct acting user of the CID."""
+
+    crm: CrmSource
+    found: dict[int, CrmUser] = field(default_factory=dict)
+    missing: set[int] = field(default_factory=set)
+    queries: int = 0
+
+    def lookup(self, user_ids: Sequence[int]) -> dict[int, CrmUser]:
+        """The users rows of ``user_ids`` that exist (absent = no row). Raises what
+        ``crm.users_by_id`` raises."""
+        unseen = [u for u in user_ids if u not in self.found and u not in self.missing]
+        if unseen:
+            self.queries += 1
+            rows = self.crm.users_by_id(unseen)
+            self.found.update(rows)
+            self.missing.update(u for u in unseen if u not in rows)
+        return {u: self.found[u] for u in user_ids if u in self.found}
 
 
 def pick_source_contact(customer_ids: Sequence[object]) -> SourceIdMatch | None:
@@ -166,18 +190,18 @@ def fetch_lookups(
     items: Sequence[PreparedAudit | PlanEntry],
     *,
     contacts: ContactIndex,
-    crm: CrmSource,
+    users: UserCache,
     identity: IdentityCache,
 ) -> PlanLookups:
     """One batch's lookups, each at most one query for the whole batch (see the module
     docstring). Raises what the resources raise (a lookup outage fails the asset, not the
     audits)."""
     contact_lookups = contacts.lookup(person_ids_to_look_up(items))
-    users = crm.users_by_id(user_ids_to_look_up(items))
+    users_by_id = users.lookup(user_ids_to_look_up(items))
     return PlanLookups(
         contacts=contact_lookups,
-        users_by_id=users,
-        identity=identity.lookup(emails_to_look_up(users.values())),
+        users_by_id=users_by_id,
+        identity=identity.lookup(emails_to_look_up(users_by_id.values())),
     )
 
 

@@ -11,6 +11,7 @@ from notes_pipeline.activity_logs.checks import NORMALIZED_CHECKS, normalized_ch
 from notes_pipeline.activity_logs.lookups import (
     ContactIndex,
     IdentityCache,
+    UserCache,
     fetch_lookups,
     plan_batches,
 )
@@ -61,7 +62,8 @@ def normalized_activity_logs(
     )
     contacts = ContactIndex.load(cdp_mongo, org.company_sso_id, settings.contact_preload_max)
     context.log.info(f"Contact lookups CID {org.cid}: {contacts.strategy}")
-    fetch = partial(fetch_lookups, contacts=contacts, crm=crm_audits, identity=identity_cache)
+    users = UserCache(crm_audits)
+    fetch = partial(fetch_lookups, contacts=contacts, users=users, identity=identity_cache)
     tally = PlanTally()
     emit = partial(events.emit_plan_events, job_id, org.cid)
     lookup_batches = 0
