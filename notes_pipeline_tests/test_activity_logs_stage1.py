@@ -273,7 +273,9 @@ def test_stage1_metadata_counts_and_lookups(stage1, stage1_runs):
         metadata(r, "normalized_activity_logs")["identity_emails"] for r in stage1_runs.values()
     )
     assert len(IDENTITY_CALLS) == asked
-    assert meta["lookup_batches"] == -(-STAGE1_AUDITS[1002] // 500)
+    assert meta["lookup_batches"] == -(
+        -STAGE1_AUDITS[1002] // ActivityLogSettings().lookup_batch_size
+    )
 
 
 @pytest.mark.parametrize("case", RECORD_CASES)
