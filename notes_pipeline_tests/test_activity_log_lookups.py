@@ -5,6 +5,7 @@ functions, the extraction window, discovery and the resource selection (SPEC-act
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -12,6 +13,7 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,6 +28,7 @@ from notes_pipeline.activity_logs.lookups import (
     ContactIndex,
     IdentityCache,
     UserCache,
+    batch_collections,
     pick_source_contact,
     plan_audits,
 )
@@ -399,6 +402,27 @@ def test_hop_1_asks_only_for_users_not_seen_in_the_run():
     assert cache.lookup([1, 2, 9]) == {1: store.crm_users[1], 2: store.crm_users[2]}
     assert cache.lookup([9, 2]) == {2: store.crm_users[2]}
     assert asked == [[1, 9], [2]] and cache.queries == 2
+
+
+def test_batch_collections_pause_automatic_gc_and_still_reclaim_cycles():
+    assert gc.isenabled()
+    with batch_collections() as collect:
+        assert not gc.isenabled()
+        for _ in range(5_000):  # far past the automatic threshold (700 allocations)
+            holder = Placeholder()
+            holder.self = holder  # a cycle: only the cyclic collector frees it
+        watched = weakref.ref(holder)
+        del holder
+        assert watched() is not None  # no automatic collection inside the block
+        assert collect() >= 5_000 and watched() is None  # the batch's cycles are freed
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), batch_collections():
+        raise ZeroDivisionError
+    assert gc.isenabled()
+
+
+class Placeholder:
+    """An object that can sit in a reference cycle."""
 
 
 # --------------------------------------------------------------------------- the gates

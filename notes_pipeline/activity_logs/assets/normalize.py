@@ -12,6 +12,7 @@ from notes_pipeline.activity_logs.lookups import (
     ContactIndex,
     IdentityCache,
     UserCache,
+    batch_collections,
     fetch_lookups,
     plan_batches,
 )
@@ -68,7 +69,10 @@ def normalized_activity_logs(
     emit = partial(events.emit_plan_events, job_id, org.cid)
     lookup_batches = 0
     # one batch in memory, entries straight to chunk files, figures tallied on the way (§11)
-    with ChunkWriter[PlanEntry].for_asset(context, settings.chunk_size) as writer:
+    with (
+        batch_collections() as collect,
+        ChunkWriter[PlanEntry].for_asset(context, settings.chunk_size) as writer,
+    ):
         audits = crm_audits_raw.iter_audits()
         batches = plan_batches(audits, ctx, fetch, settings.lookup_batch_size)
         for entries in batches:
@@ -77,6 +81,7 @@ def normalized_activity_logs(
                 tally.add(entry)
                 emit(entry)
             writer.append(entries)
+            collect()
         stored = writer.close()
     result = NormalizedActivityLogs(
         org=org,
