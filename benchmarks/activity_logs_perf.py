@@ -12,18 +12,21 @@ The plan runs with ``PostgresIdentityDirectory`` on the scratch database (the st
 service does not know the perf users).
 
   set -a; . .stack/env; set +a
-  .venv/bin/python benchmarks/activity_logs_perf.py [--keep | --reuse HEX] [--set chunk_size=N]
+  .venv/bin/python benchmarks/activity_logs_perf.py [--keep] [--reuse HEX] [--set chunk_size=N]
       [--date-range-start 2022-06-01] [--code-root DIR] [--cprofile FILE] [--publish]
 
 ``--keep`` keeps the scratch databases (their suffix is printed) and ``--reuse HEX`` runs on
-them again without seeding; ``--set name=value`` overrides an ``ActivityLogSettings`` field
-(repeatable); ``--code-root`` runs the stages on another checkout of the project (e.g. a
-``git archive`` of an older commit, for before/after figures); ``--cprofile`` writes the plan
-stage's cProfile stats. Prints one JSON object: seed timings, then per stage the audits, wall
-seconds, audits/s, the stage process's CPU seconds and peak RSS, the stack servers' CPU
-seconds (PostgreSQL with its reaped backends, the MongoDB server) and the stage's metadata
-figures; ``--publish`` also writes it to ``benchmarks/results/latest.json``
-(section ``activity_logs``). Part 2 (#13) adds the load stage.
+them again without seeding (with ``--keep`` again to keep them for the next run);
+``--set name=value`` overrides an ``ActivityLogSettings`` field (repeatable); ``--code-root``
+runs the stages on another checkout of the project (e.g. a ``git archive`` of an older commit,
+for before/after figures); ``--cprofile`` writes the plan stage's cProfile stats.
+
+Prints one JSON object: seed timings, then per stage the audits, wall seconds, audits/s, the
+stage process's CPU seconds and peak RSS, the stack servers' CPU seconds (PostgreSQL with its
+reaped backends, the MongoDB server) and the stage's metadata figures, and the load average
+before and after (the machine is shared: wall figures depend on it, CPU seconds much less);
+``--publish`` also writes it to ``benchmarks/results/latest.json`` (section
+``activity_logs``). Part 2 (#13) adds the load stage.
 """
 
 from __future__ import annotations
@@ -217,6 +220,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     crm_db, cdp_db = f"crm_perf_{suffix}", f"cdp_perf_{suffix}"
     admin = env["NOTES_PIPELINE_CRM_ADMIN_DSN"]
     out: dict[str, Any] = {"scratch": suffix, "settings": _settings(args.set)}
+    out["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     if args.date_range_start:
         out["date_range_start"] = args.date_range_start
     if args.code_root:
@@ -260,8 +264,9 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             "audits_per_s": round(plan["audits"] / seconds) if seconds else None,
             "peak_rss_mib": max(extract["peak_rss_mib"], plan["peak_rss_mib"]),
         }
+        out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
-        if not args.keep and not args.reuse:
+        if not args.keep:
             from pymongo import MongoClient
 
             with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
