@@ -1,17 +1,32 @@
-"""Activity logs on the ``perf`` profile (SPEC-activity-logs §11, §16): one CID with 1,000,000
-audits interleaved with 500,000 of a filler CID, written with COPY, then the Stage-0 probe,
-the keyset extraction and the plan of that CID timed through the pipeline's own code.
+"""Activity logs on the ``perf`` profile (SPEC-activity-logs §11, §16; issues #13, #14.3): one
+CID with 1,000,000 audits interleaved with 500,000 of a filler CID, written with COPY, then the
+real assets ``crm_audits_raw`` (Stage-0 probe + keyset extraction) and
+``normalized_activity_logs`` (the plan), each materialized in its own process the way a run
+worker runs them (``dg.materialize`` on a persistent instance, the default filesystem IO
+manager between the two), with audits/s, CPU seconds and peak RSS per stage.
 
 Everything goes to scratch databases this script creates and drops (never the demo's or the
 tests'): PostgreSQL ``crm_perf_<hex>`` (CRM and the identity table) through the stack's admin
-DSN, MongoDB ``cdp_perf_<hex>``. The plan runs with ``PostgresIdentityDirectory`` on the
-scratch database (the stack's identity service does not know the perf users).
+DSN, MongoDB ``cdp_perf_<hex>``, and a throw-away Dagster instance in a temporary directory.
+The plan runs with ``PostgresIdentityDirectory`` on the scratch database (the stack's identity
+service does not know the perf users).
 
   set -a; . .stack/env; set +a
-  .venv/bin/python benchmarks/activity_logs_perf.py [--plan-limit N] [--keep]
+  .venv/bin/python benchmarks/activity_logs_perf.py [--keep] [--reuse HEX] [--set chunk_size=N]
+      [--date-range-start 2022-06-01] [--code-root DIR] [--cprofile FILE] [--publish]
 
-Prints one JSON object: seed timings, the probe (COUNT, EXPLAIN summary), extraction rows/s,
-planning rows/s and the peak RSS. Part 2 (#13) adds the write rate (≥ 500 rec/s, §11).
+``--keep`` keeps the scratch databases (their suffix is printed) and ``--reuse HEX`` runs on
+them again without seeding (with ``--keep`` again to keep them for the next run);
+``--set name=value`` overrides an ``ActivityLogSettings`` field (repeatable); ``--code-root``
+runs the stages on another checkout of the project (e.g. a ``git archive`` of an older commit,
+for before/after figures); ``--cprofile`` writes the plan stage's cProfile stats.
+
+Prints one JSON object: seed timings, then per stage the audits, wall seconds, audits/s, the
+stage process's CPU seconds and peak RSS, the stack servers' CPU seconds (PostgreSQL with its
+reaped backends, the MongoDB server) and the stage's metadata figures, and the load average
+before and after (the machine is shared: wall figures depend on it, CPU seconds much less);
+``--publish`` also writes it to ``benchmarks/results/latest.json`` (section
+``activity_logs``). Part 2 (#13) adds the load stage.
 """
 
 from __future__ import annotations
@@ -20,33 +35,32 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
-from pymongo import MongoClient
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from devtools.synthetic import build_dataset  # noqa: E402
-from devtools.synthetic.audits import PERF_CID  # noqa: E402
-from devtools.synthetic.writer import Targets, seed  # noqa: E402
-from notes_pipeline.activity_logs.lookups import (  # noqa: E402
-    IdentityCache,
-    fetch_lookups,
-    plan_audits,
+STAGES = {"extract": "crm_audits_raw", "plan": "normalized_activity_logs"}
+#: metadata figures reported per stage (those present in the stage's materialization)
+FIGURES = (
+    "count",
+    "extracted",
+    "pages",
+    "planned",
+    "ready",
+    "skipped",
+    "failed",
+    "lookup_batches",
+    "contact_lookups",
+    "chunks",
+    "identity_emails",
 )
-from notes_pipeline.activity_logs.rules.plan import PlanContext  # noqa: E402
-from notes_pipeline.activity_logs.settings import ActivityLogSettings  # noqa: E402
-from notes_pipeline.core.crm_records import AuditScope  # noqa: E402
-from notes_pipeline.core.resources.crm import PostgresCrmSource  # noqa: E402
-from notes_pipeline.core.resources.identity import PostgresIdentityDirectory  # noqa: E402
-from notes_pipeline.core.resources.mongo import CdpMongo  # noqa: E402
 
 
 def _with_db(dsn: str, name: str) -> str:
@@ -54,6 +68,8 @@ def _with_db(dsn: str, name: str) -> str:
 
 
 def _admin(dsn: str, statement: str) -> None:
+    import psycopg2
+
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
@@ -63,98 +79,227 @@ def _admin(dsn: str, statement: str) -> None:
         conn.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Seed perf into scratch databases, probe/extract/plan CID 3001, print JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan-limit", type=int, default=200_000, help="audits planned")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
-    args = parser.parse_args(argv)
-    env = os.environ
-    suffix = uuid.uuid4().hex[:8]
-    crm_db, cdp_db = f"crm_perf_{suffix}", f"cdp_perf_{suffix}"
-    admin = env["NOTES_PIPELINE_CRM_ADMIN_DSN"]
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, raw = pair.partition("=")
+        try:
+            values[name] = json.loads(raw)
+        except ValueError:
+            values[name] = raw
+    return values
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+# --- one stage, in its own process -------------------------------------------------------
+
+
+def run_stage(args: argparse.Namespace) -> dict[str, Any]:
+    """Materialize one stage's asset for the perf CID on the shared instance; measure it."""
+    if args.code_root:
+        sys.path.insert(0, str(Path(args.code_root).resolve()))
+    import dagster as dg
+
+    from devtools.synthetic.audits import PERF_CID
+    from notes_pipeline.activity_logs.definitions import activity_log_assets
+    from notes_pipeline.activity_logs.settings import ActivityLogSettings
+    from notes_pipeline.core.resources.crm import PostgresCrmSource
+    from notes_pipeline.core.resources.identity import PostgresIdentityDirectory
+    from notes_pipeline.core.resources.mongo import CdpMongo
+
+    dsn = _with_db(os.environ["NOTES_PIPELINE_CRM_ADMIN_DSN"], args.crm_db)
+    cid = str(PERF_CID)
+    Path(args.instance, "dagster.yaml").touch()  # the defaults: SQLite storage in that dir
+    instance = dg.DagsterInstance.local_temp(tempdir=args.instance)
+    if cid not in instance.get_dynamic_partitions("cid"):
+        instance.add_dynamic_partitions("cid", [cid])
+    resources = {
+        "crm_audits": PostgresCrmSource(dsn=dsn),
+        "cdp_mongo": CdpMongo(uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=args.cdp_db),
+        "identity": PostgresIdentityDirectory(dsn=dsn),
+        "activity_log_settings": ActivityLogSettings(**_settings(args.set)),
+    }
+    config = {"date_range_start": args.date_range_start} if args.date_range_start else {}
+    asset = STAGES[args.stage]
+    rss_before = _rss_mib()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    profiler = None
+    if args.cprofile and args.stage == "plan":
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    result = dg.materialize(
+        activity_log_assets,
+        selection=[asset],
+        partition_key=cid,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {asset: {"config": config}}} if args.stage == "extract" else None,
+        raise_on_error=False,
+    )
+    seconds = time.monotonic() - started
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.cprofile)
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    events = result.asset_materializations_for_node(asset)
+    meta = {k: v.value for k, v in events[-1].metadata.items()} if events else {}
+    audits = int(meta.get("planned", meta.get("extracted", 0)) or 0)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    import notes_pipeline
+
+    return {
+        "code": str(Path(notes_pipeline.__file__).parent.parent),
+        "success": result.success,
+        "audits": audits,
+        "seconds": round(seconds, 1),
+        "audits_per_s": round(audits / seconds) if seconds else None,
+        "cpu_s": round(end.ru_utime + end.ru_stime - cpu.ru_utime - cpu.ru_stime, 1),
+        "audits_per_cpu_s": None,
+        "rss_before_stage_mib": rss_before,
+        "peak_rss_mib": round(end.ru_maxrss / 1024),
+        "checks": checks,
+        "metadata": {k: meta[k] for k in FIGURES if k in meta},
+    }
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+def _server_cpu_s() -> float:
+    """CPU seconds used so far by the stack's PostgreSQL (with its reaped backends) and
+    MongoDB server, from their PID files in ``.stack/pids`` (0 when unreadable)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from procmon import cpu_seconds, start_time
+
+    stack_dir = Path(os.environ.get("NOTES_PIPELINE_STACK_DIR", ROOT / ".stack"))
+    total = 0.0
+    for name in ("postgres", "mongo"):
+        try:
+            pid, started = (
+                int(x) for x in (stack_dir / "pids" / f"{name}.pid").read_text().split()
+            )
+        except (OSError, ValueError):
+            continue
+        if start_time(pid) == started:
+            total += cpu_seconds(pid)
+    return total
+
+
+def seed_perf(admin: str, crm_db: str, cdp_db: str) -> dict[str, Any]:
+    """Seed ``perf`` into fresh scratch databases; returns the seed timings."""
+    import psycopg2
+
+    sys.path.insert(0, str(ROOT))
+    from devtools.synthetic import build_dataset
+    from devtools.synthetic.writer import Targets, seed
+
     _admin(admin, f"CREATE DATABASE {crm_db}")
     dsn = _with_db(admin, crm_db)
-    out: dict = {"crm_db": crm_db, "cdp_db": cdp_db}
+    started = time.monotonic()
+    targets = replace(Targets.from_env(), crm_dsn=dsn, identity_dsn=dsn, mongo_db=cdp_db)
+    timings = seed(build_dataset("perf"), targets, attachments=False)["timings"]
+    timings["wall_s"] = round(time.monotonic() - started, 1)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("ANALYZE")
+    return timings
+
+
+def drive(args: argparse.Namespace) -> dict[str, Any]:
+    """Seed (or reuse) the scratch databases, run each stage in a child process, report."""
+    env = os.environ
+    suffix = args.reuse or uuid.uuid4().hex[:8]
+    crm_db, cdp_db = f"crm_perf_{suffix}", f"cdp_perf_{suffix}"
+    admin = env["NOTES_PIPELINE_CRM_ADMIN_DSN"]
+    out: dict[str, Any] = {"scratch": suffix, "settings": _settings(args.set)}
+    out["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+    if args.date_range_start:
+        out["date_range_start"] = args.date_range_start
+    if args.code_root:
+        out["code_root"] = args.code_root
     try:
-        started = time.monotonic()
-        dataset = build_dataset("perf")
-        targets = replace(
-            Targets.from_env(),
-            crm_dsn=dsn,
-            identity_dsn=dsn,
-            mongo_db=cdp_db,
-        )
-        out["seed"] = seed(dataset, targets, attachments=False)["timings"]
-        out["seed"]["wall_s"] = round(time.monotonic() - started, 1)
-        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            cur.execute("ANALYZE")
-        settings = ActivityLogSettings()
-        source = PostgresCrmSource(dsn=dsn)
-        org = source.get_organization(str(PERF_CID))
-        scope = AuditScope(org.cid, settings.auditable_kinds, source.audit_high_water_id())
-        t = time.monotonic()
-        probe = source.probe_audits(scope, settings.page_size)
-        out["probe"] = {
-            "seconds": round(time.monotonic() - t, 2),
-            "count": probe.count,
-            "unattributable": probe.unattributable,
-            "min_created_at": probe.min_created_at,
-            "max_created_at": probe.max_created_at,
-            "explain": probe.explain,
-        }
-        t = time.monotonic()
-        audits = []
-        pages = source.iter_audit_pages(
-            replace(scope, cutoff=probe.cutoff),
-            settings.page_size,
-            start_after=probe.first_id - 1,
-            stop_at=probe.last_id,
-        )
-        for page in pages:
-            audits.extend(page)
-        seconds = time.monotonic() - t
-        out["extract"] = {
-            "audits": len(audits),
-            "complete": len(audits) == probe.count,
-            "seconds": round(seconds, 1),
-            "rows_per_s": round(len(audits) / seconds),
-        }
-        mongo = CdpMongo(uri=env["NOTES_PIPELINE_MONGO_URI"], database=cdp_db)
-        identity = PostgresIdentityDirectory(dsn=dsn)
-        cache = IdentityCache(identity, org.company_sso_id, settings.identity_retries)
-        ctx = PlanContext(org.company_sso_id, settings.category_rules(), "perf")
-
-        lookup_seconds = [0.0]
-
-        def fetch(items):
-            began = time.monotonic()
-            try:
-                return fetch_lookups(
-                    items, company_sso_id=org.company_sso_id, cdp=mongo, crm=source, identity=cache
+        if not args.reuse:
+            out["seed"] = seed_perf(admin, crm_db, cdp_db)
+        with tempfile.TemporaryDirectory(prefix="activity_logs_perf_") as home:
+            for stage in STAGES:
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    *("--stage", stage, "--instance", home, "--crm-db", crm_db),
+                    *("--cdp-db", cdp_db),
+                    *(f"--set={pair}" for pair in args.set),
+                ]
+                if args.date_range_start:
+                    command += ["--date-range-start", args.date_range_start]
+                if args.code_root:
+                    command += ["--code-root", args.code_root]
+                if args.cprofile:
+                    command += ["--cprofile", args.cprofile]
+                server = _server_cpu_s()
+                child_env = {**env, "PYTHONPATH": args.code_root or str(ROOT)}
+                done = subprocess.run(
+                    command, cwd=ROOT, env=child_env, capture_output=True, text=True
                 )
-            finally:
-                lookup_seconds[0] += time.monotonic() - began
-
-        sample = audits[: args.plan_limit]
-        t = time.monotonic()
-        entries, batches = plan_audits(sample, ctx, fetch, settings.page_size)
-        seconds = time.monotonic() - t
-        out["plan"] = {
-            "audits": len(entries),
-            "ready": sum(1 for e in entries if str(e.outcome) == "ready"),
-            "batches": batches,
+                if done.returncode != 0:
+                    sys.stderr.write(done.stderr[-5000:])
+                    raise SystemExit(f"stage {stage} failed ({done.returncode})")
+                figures = json.loads(done.stdout.strip().splitlines()[-1])
+                figures["server_cpu_s"] = round(_server_cpu_s() - server, 1)
+                if figures["cpu_s"]:
+                    figures["audits_per_cpu_s"] = round(figures["audits"] / figures["cpu_s"])
+                out[stage] = figures
+        extract, plan = out["extract"], out["plan"]
+        seconds = extract["seconds"] + plan["seconds"]
+        out["extract_plus_plan"] = {
+            "audits": plan["audits"],
             "seconds": round(seconds, 1),
-            "lookup_seconds": round(lookup_seconds[0], 1),
-            "rows_per_s": round(len(entries) / seconds),
+            "audits_per_s": round(plan["audits"] / seconds) if seconds else None,
+            "peak_rss_mib": max(extract["peak_rss_mib"], plan["peak_rss_mib"]),
         }
-        out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         if not args.keep:
+            from pymongo import MongoClient
+
             with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
                 client.drop_database(cdp_db)
             _admin(admin, f"DROP DATABASE IF EXISTS {crm_db} WITH (FORCE)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments; drive the benchmark, or run one stage (``--stage``, internal)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument("--reuse", metavar="HEX", help="reuse kept scratch databases")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--date-range-start", help="run config: extract from this date")
+    parser.add_argument("--code-root", help="run the stages on this checkout")
+    parser.add_argument("--cprofile", help="write the plan stage's cProfile stats here")
+    parser.add_argument("--publish", action="store_true", help="update results/latest.json")
+    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    parser.add_argument("--instance", help=argparse.SUPPRESS)
+    parser.add_argument("--crm-db", help=argparse.SUPPRESS)
+    parser.add_argument("--cdp-db", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:
+        print(json.dumps(run_stage(args), default=str))
+        return 0
+    out = drive(args)
     print(json.dumps(out, indent=2, default=str))
+    if args.publish:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from results_file import update_section
+
+        update_section("activity_logs", out)
     return 0
 
 

@@ -25,13 +25,14 @@ from notes_pipeline.activity_logs.records import (
     PlanOutcome,
     SkipCode,
 )
+from notes_pipeline.activity_logs.summary import PlanTally
 from notes_pipeline.activity_logs.validation import (
     Thresholds,
     build_report,
     comparable,
+    compare_plan,
     error_csv,
     index_stored,
-    tally_plan,
 )
 from notes_pipeline.core.crm_records import AuditProbe, Organization
 from notes_pipeline.core.resources.in_memory import InMemoryCdpMongo, in_memory_store
@@ -268,13 +269,14 @@ def test_report_states_and_error_csv_carry_no_values():
             for d in server.docs.values()
         ]
     )
-    tally = tally_plan(entries, stored)
-    assert (tally.in_scope, tally.mismatched_count, stored.duplicates) == (3, 0, [])
-    report = build_report(ORG.cid, result, tally, stored, 2, Thresholds())
+    fidelity = compare_plan(entries, stored)
+    plan = PlanTally.of(entries)
+    assert (plan.in_scope, fidelity.mismatched_count, stored.duplicates) == (3, 0, [])
+    report = build_report(ORG.cid, result, plan, fidelity, stored, 2, Thresholds())
     assert report.accuracy_pct == pytest.approx(66.667)
     assert report.status == JobStatus.COMPLETED_WITH_ERRORS
     assert report.contact_not_found_pct == pytest.approx(33.333)
-    body, rows = error_csv(result, tally)
+    body, rows = error_csv(result, fidelity)
     parsed = list(csv.reader(io.StringIO(body.decode())))
     assert parsed[0] == ["external_id", "crm_audit_id", "reason_code", "details"]
     assert rows == 2 and b"secret" not in body
@@ -286,7 +288,7 @@ def test_fidelity_sees_a_changed_document_and_duplicates():
     changed = {**doc, "changes": [{"field": "name", "from": "a", "to": "b"}]}
     stored = index_stored([changed, dict(doc)])
     assert stored.duplicates == ["crm_audit:1"]
-    assert tally_plan([ready(1)], index_stored([changed])).mismatched == ["crm_audit:1"]
+    assert compare_plan([ready(1)], index_stored([changed])).mismatched == ["crm_audit:1"]
     # FerretDB drops null / [] from $setOnInsert: not a mismatch
     assert comparable({**doc, "user_id": None}) == comparable(doc)
 
@@ -296,12 +298,12 @@ def test_final_state_success_needs_accuracy_contacts_and_an_empty_queue():
     server = Server()
     result = load(entries, server, batch_size=20)
     stored = index_stored(server.docs.values())
-    tally = tally_plan(entries, stored)
-    assert build_report("c", result, tally, stored, 100, Thresholds()).status == "completed_success"
-    assert build_report("c", result, tally, stored, 98, Thresholds()).status == (
+    pieces = (PlanTally.of(entries), compare_plan(entries, stored), stored)
+    assert build_report("c", result, *pieces, 100, Thresholds()).status == "completed_success"
+    assert build_report("c", result, *pieces, 98, Thresholds()).status == (
         "completed_with_errors"
     )
-    skipped = build_report("c", result, tally, stored, None, Thresholds())
+    skipped = build_report("c", result, *pieces, None, Thresholds())
     assert skipped.validation_skipped and skipped.status == "completed_with_errors"
 
 

@@ -5,20 +5,33 @@ functions, the extraction window, discovery and the resource selection (SPEC-act
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import shutil
 import socket
+import tempfile
 import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from notes_pipeline.activity_logs import events
 from notes_pipeline.activity_logs.checks import normalized_checks
-from notes_pipeline.activity_logs.lookups import IdentityCache, pick_source_contact, plan_audits
+from notes_pipeline.activity_logs.lookups import (
+    ContactIndex,
+    IdentityCache,
+    UserCache,
+    batch_collections,
+    pick_source_contact,
+    plan_audits,
+)
 from notes_pipeline.activity_logs.records import (
     FailureCode,
     NormalizedActivityLogs,
@@ -27,10 +40,17 @@ from notes_pipeline.activity_logs.records import (
     SkipCode,
 )
 from notes_pipeline.activity_logs.rules.actors import IdentityLookups
+from notes_pipeline.activity_logs.rules.contacts import SourceIdMatch
 from notes_pipeline.activity_logs.rules.plan import PlanContext, PlanLookups
 from notes_pipeline.activity_logs.rules.window import parse_date_range_start
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
-from notes_pipeline.activity_logs.summary import person_coverage, planned_failure_rate
+from notes_pipeline.activity_logs.summary import (
+    PlanTally,
+    person_coverage,
+    plan_metadata,
+    planned_failure_rate,
+)
+from notes_pipeline.core.chunks import ChunksMissing, write_chunks
 from notes_pipeline.core.crm_records import AuditScope, CrmAudit, CrmUser, Organization
 from notes_pipeline.core.discovery import discoverable_cids
 from notes_pipeline.core.resources.crm import (
@@ -49,7 +69,11 @@ from notes_pipeline.core.resources.identity import (
     IdentityDirectory,
     IdentityLookupError,
 )
-from notes_pipeline.core.resources.in_memory import InMemoryCrmSource, in_memory_store
+from notes_pipeline.core.resources.in_memory import (
+    InMemoryCdpMongo,
+    InMemoryCrmSource,
+    in_memory_store,
+)
 from notes_pipeline.core.vocabulary import RunCode
 from notes_pipeline.deployment import in_memory_resources, resources_for_environment
 
@@ -294,6 +318,113 @@ def test_duplicate_contacts_pick_the_smallest_id_whatever_its_type():
     assert (mixed.customer_id, mixed.match_count) == (3, 2)  # int sorts by type name first
 
 
+class CountingCdp(InMemoryCdpMongo):
+    """The in-memory CDP, counting the queries of each kind."""
+
+    def model_post_init(self, context) -> None:
+        super().model_post_init(context)
+        object.__setattr__(self, "_calls", Counter())
+
+    def contacts_by_source_id(self, company_sso_id, source_ids):
+        self._calls["source_id_in"] += 1
+        return super().contacts_by_source_id(company_sso_id, source_ids)
+
+    def contact_id_map(self, company_sso_id, crm_person_ids):
+        self._calls["map_in"] += 1
+        return super().contact_id_map(company_sso_id, crm_person_ids)
+
+    def company_contact_source_ids(self, company_sso_id, max_contacts):
+        self._calls["source_id_preload"] += 1
+        return super().company_contact_source_ids(company_sso_id, max_contacts)
+
+    def company_contact_id_map(self, company_sso_id, max_rows):
+        self._calls["map_preload"] += 1
+        return super().company_contact_id_map(company_sso_id, max_rows)
+
+
+@pytest.fixture
+def contacts_store():
+    store = in_memory_store("contact-index", reset=True)
+    store.contacts["c"] = {"1": "contact-1", "2": "contact-2", "3": "contact-3"}
+    store.contact_id_map["c"] = {4: "mapped-4", 5: "mapped-5"}
+    return store
+
+
+BATCHES = ([1, 4], [2, 3], [6, 5, 1])  # person ids per batch: 4 and 5 via the map, 6 nowhere
+
+
+def _lookups(index: ContactIndex) -> list:
+    return [index.lookup(batch) for batch in BATCHES]
+
+
+def test_a_small_company_is_preloaded_once_with_the_same_answers_as_the_batched_in(
+    contacts_store,
+):
+    """§4.3 [N8]: one streamed query per run instead of one $in per batch; same matches."""
+    batched = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=0)
+    preloaded = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=5)
+    answers = _lookups(batched)
+    assert _lookups(preloaded) == answers
+    assert answers[0].by_source_id == {"1": SourceIdMatch("contact-1")}
+    assert answers[2].id_map == {5: "mapped-5"}  # 6: no contact, no map row
+    assert batched.cdp._calls == {"source_id_in": 3, "map_in": 2}  # batch 2 has no miss
+    assert preloaded.cdp._calls == {"source_id_preload": 1, "map_preload": 1}
+    assert preloaded.strategy == {"source_id": "preloaded", "crm_contact_id_map": "preloaded"}
+    assert batched.strategy == {"source_id": "batched", "crm_contact_id_map": "batched"}
+
+
+def test_over_the_bound_each_batch_queries(contacts_store):
+    index = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=2)
+    assert index.strategy == {"source_id": "batched", "crm_contact_id_map": "not_consulted"}
+    assert index.lookup([1]).by_source_id == {"1": SourceIdMatch("contact-1")}
+    assert index.lookup([4]).id_map == {4: "mapped-4"}  # the map has 2 rows: preloaded
+    assert index.cdp._calls == {"source_id_preload": 1, "source_id_in": 2, "map_preload": 1}
+    contacts_store.contact_id_map["c"][7] = "mapped-7"  # now 3 rows, over the bound
+    over = ContactIndex.load(CountingCdp(store="contact-index"), "c", max_preload=2)
+    assert over.lookup([7, 4]).id_map == {7: "mapped-7", 4: "mapped-4"}
+    assert over.strategy == {"source_id": "batched", "crm_contact_id_map": "batched"}
+
+
+def test_hop_1_asks_only_for_users_not_seen_in_the_run():
+    """§4.4 [N10]: one cache per job; users without a row (A4) are not asked again either."""
+    asked: list[list[int]] = []
+
+    class Crm(InMemoryCrmSource):
+        def users_by_id(self, user_ids):
+            asked.append(sorted(user_ids))
+            return super().users_by_id(user_ids)
+
+    store = in_memory_store("user-cache", reset=True)
+    store.crm_users[1] = CrmUser(1, "a@x.test", "A")
+    store.crm_users[2] = CrmUser(2, "b@x.test", "B")
+    cache = UserCache(Crm(store="user-cache"))
+    assert cache.lookup([1, 9]) == {1: store.crm_users[1]}
+    assert cache.lookup([1, 2, 9]) == {1: store.crm_users[1], 2: store.crm_users[2]}
+    assert cache.lookup([9, 2]) == {2: store.crm_users[2]}
+    assert asked == [[1, 9], [2]] and cache.queries == 2
+
+
+def test_batch_collections_pause_automatic_gc_and_still_reclaim_cycles():
+    assert gc.isenabled()
+    with batch_collections() as collect:
+        assert not gc.isenabled()
+        for _ in range(5_000):  # far past the automatic threshold (700 allocations)
+            holder = Placeholder()
+            holder.self = holder  # a cycle: only the cyclic collector frees it
+        watched = weakref.ref(holder)
+        del holder
+        assert watched() is not None  # no automatic collection inside the block
+        assert collect() >= 5_000 and watched() is None  # the batch's cycles are freed
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), batch_collections():
+        raise ZeroDivisionError
+    assert gc.isenabled()
+
+
+class Placeholder:
+    """An object that can sit in a reference cycle."""
+
+
 # --------------------------------------------------------------------------- the gates
 
 
@@ -325,7 +456,20 @@ def _plan(ready: int, not_found: int = 0, failed: int = 0, skipped: int = 0):
     entries += [
         _entry(3000 + n, PlanOutcome.SKIPPED, SkipCode.UNMAPPED_ACTION_TYPE) for n in range(skipped)
     ]
-    return NormalizedActivityLogs(ORG, tuple(entries), len(entries))
+    directory = Path(tempfile.mkdtemp(dir=PLANS_DIR))
+    return NormalizedActivityLogs(
+        ORG, write_chunks(directory, entries, chunk_size=400), len(entries), PlanTally.of(entries)
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def plans_dir(tmp_path_factory):
+    global PLANS_DIR
+    PLANS_DIR = tmp_path_factory.mktemp("plans")
+    yield PLANS_DIR
+
+
+PLANS_DIR: Path | None = None
 
 
 def _results(plan, **settings):
@@ -362,8 +506,58 @@ def test_warn_checks_flag_unmapped_and_unresolved_actor_shares():
     assert not results["unmapped_share"].passed  # 3 % > 1 %
     assert results["actor_unresolved_share"].passed
     assert _results(_plan(97, skipped=3), unmapped_warn_pct=5.0)["unmapped_share"].passed
-    coverage = person_coverage(_plan(10).entries)
+    coverage = person_coverage(_plan(10).iter_entries())
     assert (coverage.persons, coverage.via_source_id) == (7, 7)
+
+
+def test_gates_and_metadata_come_from_the_tally_without_rereading_the_plan():
+    """§11: the figures are tallied while planning; the chunks are never read again."""
+    plan = _plan(900, not_found=30, failed=70, skipped=5)
+    assert plan.entries.chunk_count == 3 and plan.planned == 1005
+    expected = [e.external_id for e in plan.iter_entries() if str(e.outcome) == "failed"][:20]
+    shutil.rmtree(plan.entries.directory)
+    with pytest.raises(ChunksMissing):
+        next(plan.iter_entries())
+    results = _results(plan)
+    assert results["planned_failure_rate"].metadata["failed_ids"].value == expected
+    assert results["planned_failure_rate"].metadata["failed_by_reason"].value == {
+        "contact_not_found": 30,
+        "invalid_timestamp": 70,
+    }
+    assert results["contact_coverage"].metadata["contact_not_found_ids"].value == [
+        f"crm_audit:{1000 + n}" for n in range(20)
+    ]
+    assert results["unmapped_share"].metadata["unmapped"].value == 5
+    meta = plan_metadata(plan)
+    assert (meta["ready"], meta["failed"], meta["skipped"], meta["chunks"]) == (900, 100, 5, 3)
+    assert plan.count(PlanOutcome.FAILED) == 100
+
+
+def test_the_tally_equals_the_figures_of_the_entries():
+    entries = list(_plan(50, not_found=3, failed=2, skipped=4).iter_entries())
+    entries.append(
+        PlanEntry(
+            crm_audit_id=9,
+            external_id="crm_audit:9",
+            outcome=PlanOutcome.FAILED,
+            code=FailureCode.TRANSFORM_ERROR,
+            dropped_tags=(("!ruby/object:Money", 2),),
+        )
+    )
+    tally = PlanTally.of(entries)
+    assert tally.outcome_counts() == {"ready": 50, "skipped": 4, "failed": 6}
+    assert dict(tally.codes) == {
+        "contact_not_found": 3,
+        "invalid_timestamp": 2,
+        "unmapped_action_type": 4,
+        "transform_error": 1,
+    }
+    assert (tally.coverage.resolved, tally.coverage.in_scope) == (52, 56)
+    assert dict(tally.contact_paths) == {"source_id": 52, "not_found": 3, "not_reached": 1}
+    assert dict(tally.unknown_tags) == {"!ruby/object:Money": 2}
+    assert tally.actor_unresolved == (0, 50)
+    assert tally.failure_rate.rate == round(6 / 60, 6)
+    assert tally.person_coverage == person_coverage(entries)
 
 
 # --------------------------------------------------------------------------- the window

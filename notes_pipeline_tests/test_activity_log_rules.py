@@ -18,6 +18,7 @@ import tracemalloc
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,6 +39,7 @@ from notes_pipeline.activity_logs.records import (
     RunCode,
     SkipCode,
 )
+from notes_pipeline.activity_logs.rules import changes as changes_module
 from notes_pipeline.activity_logs.rules import plan as plan_module
 from notes_pipeline.activity_logs.rules.actors import (
     DELETED_USER_LABEL,
@@ -71,6 +73,7 @@ from notes_pipeline.activity_logs.rules.changes import (
     UNSUPPORTED_ACTION,
     YamlLimits,
     extract_changes,
+    load_audited_changes,
     plain_decimal,
 )
 from notes_pipeline.activity_logs.rules.contacts import (
@@ -743,6 +746,54 @@ def test_property_yaml_grammar(entries, flow, json_like, action):
 @given(text=st.text(), action=ACTION)
 def test_property_json_prefixed_text(text, action):
     check_contract('{"a": ' + text, action)
+
+
+def outcome(text: str, limits: YamlLimits) -> Any:
+    """What ``load_audited_changes`` gives: the value and dropped tags, or the reason code."""
+    try:
+        return load_audited_changes(text, limits)
+    except InvalidAuditedChanges as exc:
+        return exc.reason
+
+
+TIGHT = [YamlLimits(), YamlLimits(max_aliases=1, max_depth=2), YamlLimits(max_depth=4)]
+
+
+@BOUNDED
+@given(
+    entries=st.lists(st.tuples(SCALARS, yaml_nodes()), min_size=1, max_size=5),
+    flow=st.booleans(),
+    leading=st.sampled_from(["", "---\n", "--- ", "%YAML 1.1\n---\n"]),
+    trailing=st.sampled_from(["", "...\n", "---\nb: 1\n", "--- x\n"]),
+)
+def test_property_the_pre_scan_is_skipped_only_when_it_cannot_refuse(
+    entries, flow, leading, trailing
+):
+    """§4.1 [N24]: skipping the pre-scan by the character test never changes an outcome."""
+    if flow:
+        text = leading + "{" + ", ".join(f"{k}: {v}" for k, v in entries) + "}\n" + trailing
+    else:
+        text = leading + "".join(f"{k}: {v}\n" for k, v in entries) + trailing
+    for limits in TIGHT:
+        fast = outcome(text, limits)
+        with mock.patch.object(changes_module, "_within_limits_by_text", return_value=False):
+            assert outcome(text, limits) == fast, limits
+
+
+def test_the_gems_short_maps_skip_the_pre_scan_and_hostile_ones_never_do():
+    fast = changes_module._within_limits_by_text
+    assert fast("---\nscore:\n- 1\n- 2\nvip:\n- false\n- true\n", YamlLimits())
+    assert fast('{"a": [1, 2]}', YamlLimits())
+    assert not fast(aliases(1), YamlLimits())  # an alias
+    assert not fast("a: [[[1]]]\n", YamlLimits(max_depth=3))  # maybe too deep
+    assert not fast("a: 1\n---\nb: 2\n", YamlLimits())  # a second document
+    assert not fast("a: 1\n...\n", YamlLimits())
+    scan_bounds = {ALIAS_LIMIT, DEPTH_LIMIT, EXPANSION_LIMIT, RECURSIVE_ALIAS, MULTIPLE_DOCUMENTS}
+    for name, (text, reason) in HOSTILE.items():
+        reasons = {reason} if isinstance(reason, str) else set(reason)
+        if reasons & scan_bounds:
+            assert not fast(text, YamlLimits()), name
+        assert outcome(text, YamlLimits()) in reasons, name
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -235,7 +235,7 @@ def test_every_stage1_audit_ends_in_exactly_one_planned_outcome(stage1, stage1_r
     assert probe["cutoff"] == probe["min_created_at"]
     assert probe["explain"]["uses_index"] and probe["explain"]["node_types"]
     plan = result.output_for_node("normalized_activity_logs")
-    ids = [e.crm_audit_id for e in plan.entries]
+    ids = [e.crm_audit_id for e in plan.iter_entries()]
     assert len(ids) == len(set(ids)) == probe["count"]
     assert set(ids) == _expected_ids(stage1, cid)
     meta = metadata(result, "normalized_activity_logs")
@@ -246,7 +246,7 @@ def test_every_stage1_audit_ends_in_exactly_one_planned_outcome(stage1, stage1_r
         "failed": summary["failed"],
     }
     assert meta["by_reason_code"] == dict(sorted(summary["by_code"].items()))
-    for entry in plan.entries:
+    for entry in plan.iter_entries():
         assert_matches_expected(stage1, entry, configured=cid == 1002)
     assert all(e.passed for e in checks(result).values()), {
         n: e.metadata for n, e in checks(result).items() if not e.passed
@@ -273,7 +273,9 @@ def test_stage1_metadata_counts_and_lookups(stage1, stage1_runs):
         metadata(r, "normalized_activity_logs")["identity_emails"] for r in stage1_runs.values()
     )
     assert len(IDENTITY_CALLS) == asked
-    assert meta["lookup_batches"] == -(-STAGE1_AUDITS[1002] // 500)
+    assert meta["lookup_batches"] == -(
+        -STAGE1_AUDITS[1002] // ActivityLogSettings().lookup_batch_size
+    )
 
 
 @pytest.mark.parametrize("case", RECORD_CASES)
@@ -284,7 +286,7 @@ def test_golden_case_plans_as_built(stage1, stage1_runs, case):
     entries = {
         e.crm_audit_id: (cid, e)
         for cid, result in stage1_runs.items()
-        for e in result.output_for_node("normalized_activity_logs").entries
+        for e in result.output_for_node("normalized_activity_logs").iter_entries()
     }
     for audit_id in tagged:
         expected = stage1.audit_expected[audit_id]
@@ -295,6 +297,33 @@ def test_golden_case_plans_as_built(stage1, stage1_runs, case):
         assert_matches_expected(stage1, entry, configured=cid == 1002)
 
 
+def test_preloaded_and_batched_contact_lookups_plan_alike(stage1, stage1_runs):
+    """§4.3 [N8]: the per-run preload of the company's contacts gives the batched $in's
+    matches, duplicates ([N8]: smallest _id) and map fallbacks included."""
+
+    def outcomes(result) -> list[tuple]:
+        return [
+            (
+                replace(e, document=None),
+                e.document and e.document["customer_id"],
+            )
+            for e in result.output_for_node("normalized_activity_logs").iter_entries()
+        ]
+
+    preloaded = outcomes(stage1_runs[1002])
+    batched_run = dry_run(1002, contact_preload_max=0, **CONFIGURED_ID_SETS)
+    assert metadata(stage1_runs[1002], "normalized_activity_logs")["contact_lookups"] == {
+        "source_id": "preloaded",
+        "crm_contact_id_map": "preloaded",
+    }
+    assert metadata(batched_run, "normalized_activity_logs")["contact_lookups"] == {
+        "source_id": "batched",
+        "crm_contact_id_map": "batched",
+    }
+    assert outcomes(batched_run) == preloaded
+    assert sum(1 for entry, _ in preloaded if entry.contact_match_count > 1) == 2
+
+
 def test_date_range_start_moves_the_cutoff(stage1):
     result = dry_run(1001, date_range_start=DATE_RANGE_START.date().isoformat())
     assert result.success
@@ -302,7 +331,8 @@ def test_date_range_start_moves_the_cutoff(stage1):
     since = stage1.summary()["per_cid"]["1001"]["audits"]["since_date_range_start"]
     assert probe["cutoff"] == "2022-01-01 00:00:00" and probe["date_range_start"] == "2022-01-01"
     assert probe["count"] == probe["extracted"] == since
-    planned = {e.crm_audit_id for e in result.output_for_node("normalized_activity_logs").entries}
+    plan = result.output_for_node("normalized_activity_logs")
+    planned = {e.crm_audit_id for e in plan.iter_entries()}
     edges = {
         next(t for t in tags if t.endswith("date_range_start")): i
         for i, tags in stage1.audit_tags.items()
@@ -432,7 +462,7 @@ def test_a_poison_audit_fails_alone_with_its_code(gate_cids, monkeypatch):
     monkeypatch.setattr(plan_module, "build_document", build_document)
     result = dry_run(POISONED)
     assert result.success
-    entries = result.output_for_node("normalized_activity_logs").entries
+    entries = list(result.output_for_node("normalized_activity_logs").iter_entries())
     failed = [e for e in entries if str(e.outcome) != "ready"]
     assert [(e.crm_audit_id, str(e.code), e.details) for e in failed] == [
         (poison, "transform_error", "stage=complete exception=RuntimeError")

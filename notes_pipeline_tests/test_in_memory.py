@@ -8,6 +8,7 @@ these run under ``pytest -m "not stack"``. The stack tests prove the real servic
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from notes_pipeline.activity_logs import definitions as activity_logs_definitions
 from notes_pipeline.contact_notes.definitions import STATUS_ASSETS
 from notes_pipeline.contact_notes.rollback import rollback_cid
+from notes_pipeline.core.chunks import ChunksMissing, remove_chunks
 from notes_pipeline.core.crm_records import CrmAttachment, CrmAudit, CrmNote, CrmUser, Organization
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.resources.in_memory import InMemoryCdpMongo, InMemoryStore, in_memory_store
@@ -116,18 +118,19 @@ def test_every_asset_of_every_family_materializes_in_memory(store, instance, req
     status = cid_status(instance, "7001", STATUS_ASSETS)
     assert (status.status, status.match_pct) == (MonitorState.COMPLETED_SUCCESS, 100.0)
     plan = result.output_for_node("normalized_activity_logs")
-    assert [(e.crm_audit_id, str(e.outcome)) for e in plan.entries] == [
+    entries = list(plan.iter_entries())
+    assert [(e.crm_audit_id, str(e.outcome)) for e in entries] == [
         (7001_001, "ready"),
         (7001_002, "ready"),
     ]
-    first = plan.entries[0].document
+    first = entries[0].document
     assert (first["customer_id"], first["user_id"], first["actor"]["type"]) == (
         "contact-7001-1",
         "sso-ann",
         "user",
     )
     assert first["changes"] == [{"field": "score", "from": 1, "to": 2}]
-    assert plan.entries[1].document["actor"]["type"] == "system"
+    assert entries[1].document["actor"]["type"] == "system"
     assert sorted(store.activity_logs[company]) == ["crm_audit:7001001", "crm_audit:7001002"]
     activity = cid_status(instance, "7001", activity_logs_definitions.STATUS_ASSETS)
     assert (activity.status, activity.match_pct) == (MonitorState.COMPLETED_SUCCESS, 100.0)
@@ -138,6 +141,59 @@ def test_every_asset_of_every_family_materializes_in_memory(store, instance, req
         100.0,
     )
     assert store.activity_log_locks == {}  # released at the end of the job
+    chunks = Path(instance.storage_directory()) / "chunks" / "normalized_activity_logs" / "7001"
+    assert Path(plan.entries.directory) == chunks / result.run_id
+
+
+def test_activity_log_stages_pass_small_handles_and_keep_only_the_latest_chunks(
+    store, instance, request
+):
+    """§11 [N19]: the IO manager stores handles, the records live in chunk files of
+    ``chunk_size``; a newer run supersedes the older run's chunks; rollback removes them."""
+    company = add_org(store, "7005", [], mapped={1})
+    store.crm_users[70] = CrmUser(70, "ann@example.com", "Ann", None)
+    store.sso_users[company] = {"ann@example.com": "sso-ann"}
+    store.audits["7005"] = [
+        audit(7005_000 + n, "Crm::Person", 1, "update", f"---\nscore:\n- {n}\n- 2\n", user_id=70)
+        for n in range(1, 8)
+    ]
+    instance.add_dynamic_partitions(cid_partitions.name, ["7005"])
+    resources = in_memory_resources(
+        request.node.name, activity_log_settings={"chunk_size": 3, "enabled_cids": "*"}
+    )
+
+    def run() -> dg.ExecuteInProcessResult:
+        result = dg.materialize(  # the default (filesystem, pickling) IO manager
+            activity_logs_definitions.activity_log_assets,
+            partition_key="7005",
+            resources=resources,
+            instance=instance,
+        )
+        assert result.success
+        return result
+
+    first = run()
+    storage = Path(instance.storage_directory())
+    for asset in ("crm_audits_raw", "normalized_activity_logs"):
+        pickled = (storage / asset / "7005").read_bytes()
+        assert b"score" not in pickled and len(pickled) < 5_000, asset  # a handle, no record
+    extract = first.output_for_node("crm_audits_raw")
+    assert extract.audits.chunk_sizes == (3, 3, 1) and extract.extracted == 7
+    plan = first.output_for_node("normalized_activity_logs")
+    assert plan.entries.chunk_sizes == (3, 3, 1)
+    assert [e.crm_audit_id for e in plan.iter_entries()] == [7005_000 + n for n in range(1, 8)]
+    assert plan.iter_entries().__next__().document["changes"][0]["field"] == "score"
+    assert plan.contact_lookups == {
+        "source_id": "preloaded",
+        "crm_contact_id_map": "not_consulted",  # every person has a contact by source_id
+    }
+    second = run()
+    runs = sorted(p.name for p in (storage / "chunks").glob("*/7005/*"))
+    assert runs == [second.run_id, second.run_id]  # one per asset
+    with pytest.raises(ChunksMissing):
+        list(plan.iter_entries())
+    assert remove_chunks(storage, "7005") == 2
+    assert not list((storage / "chunks").glob("*/7005/*"))
 
 
 def audit(audit_id: int, kind: str, owner: int, action: str, text: str, **fields) -> CrmAudit:

@@ -327,6 +327,47 @@ def test_find_in_over_crm_data_id_scoped_by_company(mongo_db):
         mongo_db.drop_collection(contacts.name)
 
 
+# (7) ------------------------------------------------------------------------------------
+def test_company_preload_gives_the_batched_in_matches_and_stops_over_the_bound(mongo_db, stack_env):
+    """SPEC-activity-logs §4.3 [N8]: one streamed company-scoped find answers what the
+    per-batch $in on contacts.source_id / crm_contact_id_map answers (string source ids only,
+    duplicates kept; map ids as numbers or digits), and reads no more than bound + 1."""
+    company, other = f"co-{uuid.uuid4().hex[:6]}", f"co-{uuid.uuid4().hex[:6]}"
+    cdp = CdpMongo(uri=stack_env["NOTES_PIPELINE_MONGO_URI"], database=mongo_db.name)
+    mongo_db.contacts.insert_many(
+        [{"_id": f"c-{i}", "company_sso_id": company, "source_id": str(i)} for i in range(6)]
+        + [
+            {"_id": "c-dup", "company_sso_id": company, "source_id": "3"},
+            {"_id": "c-int", "company_sso_id": company, "source_id": 4},  # never a match
+            {"_id": "c-none", "company_sso_id": company},
+            {"_id": "x-1", "company_sso_id": other, "source_id": "1"},
+        ]
+    )
+    mongo_db.crm_contact_id_map.insert_many(
+        [
+            {"company_sso_id": company, "crm_person_id": 10, "customer_id": "m-10"},
+            {"company_sso_id": company, "crm_person_id": "11", "customer_id": "m-11"},
+            {"company_sso_id": company, "crm_person_id": 12.5, "customer_id": "m-12"},
+            {"company_sso_id": other, "crm_person_id": 13, "customer_id": "x-13"},
+        ]
+    )
+    try:
+        wanted = [str(i) for i in range(8)]
+        preloaded = cdp.company_contact_source_ids(company, max_contacts=9)
+        batched = cdp.contacts_by_source_id(company, wanted)
+        assert {k: sorted(v) for k, v in preloaded.items()} == {
+            k: sorted(v) for k, v in batched.items()
+        }
+        assert sorted(preloaded["3"]) == ["c-3", "c-dup"] and "4" in preloaded
+        assert cdp.company_contact_source_ids(company, max_contacts=8) is None  # 9 contacts
+        assert cdp.company_contact_id_map(company, max_rows=3) == {10: "m-10", 11: "m-11"}
+        assert cdp.contact_id_map(company, [10, 11, 12, 13]) == {10: "m-10", 11: "m-11"}
+        assert cdp.company_contact_id_map(company, max_rows=2) is None
+    finally:
+        mongo_db.contacts.delete_many({"company_sso_id": {"$in": [company, other]}})
+        mongo_db.crm_contact_id_map.delete_many({"company_sso_id": {"$in": [company, other]}})
+
+
 def test_set_on_insert_null_and_empty_array_fields(coll, ferret):
     """`owner_id: null` and `attachments: []` are stored by MongoDB; FerretDB 1.24.2 drops them."""
     coll.bulk_write([_upsert("c1", "1", owner_id=None, attachments=[], note="x")], ordered=False)

@@ -14,13 +14,7 @@ from notes_pipeline.activity_logs.records import (
     SkipCode,
 )
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
-from notes_pipeline.activity_logs.summary import (
-    actor_unresolved,
-    coverage,
-    person_coverage,
-    planned_failure_rate,
-    reason_counts,
-)
+from notes_pipeline.activity_logs.summary import WORST
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.rates import pct
 from notes_pipeline.core.vocabulary import RunCode
@@ -29,7 +23,6 @@ EXTRACT_ASSET = "crm_audits_raw"
 NORMALIZED_ASSET = "normalized_activity_logs"
 LOADED_ASSET = "cdp_activity_logs_loaded"
 REPORT_ASSET = "activity_log_validation_report"
-WORST = 20  # offending external ids shown in check metadata
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
 
@@ -134,15 +127,15 @@ def normalized_checks(
     normalized: NormalizedActivityLogs, settings: ActivityLogSettings
 ) -> list[dg.AssetCheckResult]:
     """The plan's gates: coverage and planned failure rate (blocking), unmapped share and
-    unresolved actors (WARN)."""
-    entries = normalized.entries
-    cov = coverage(normalized)
-    persons = person_coverage(entries)
-    failure = planned_failure_rate(entries)
-    not_found = [e.external_id for e in entries if e.code == FailureCode.CONTACT_NOT_FOUND]
-    unmapped = sum(1 for e in entries if e.code == SkipCode.UNMAPPED_ACTION_TYPE)
-    unresolved, with_actor = actor_unresolved(entries)
-    unmapped_pct = pct(unmapped, len(entries)) if entries else 0.0
+    unresolved actors (WARN). Read from the plan's tally (no entry is re-read); offending ids
+    are the first ``WORST`` in ``audits.id`` order."""
+    tally = normalized.tally
+    cov = tally.coverage
+    persons = tally.person_coverage
+    failure = tally.failure_rate
+    unmapped = tally.unmapped
+    unresolved, with_actor = tally.actor_unresolved
+    unmapped_pct = pct(unmapped, tally.planned) if tally.planned else 0.0
     unresolved_pct = pct(unresolved, with_actor) if with_actor else 0.0
     return [
         _result(
@@ -154,14 +147,14 @@ def normalized_checks(
                 "threshold_pct": settings.coverage_threshold_pct,
                 "resolved": cov.resolved,
                 "in_scope_audits": cov.in_scope,
-                "contact_not_found": len(not_found),
+                "contact_not_found": tally.contact_not_found,
                 "person_weighted_source_id_pct": persons.source_id_pct,
                 "persons": persons.persons,
                 "persons_via_source_id": persons.via_source_id,
                 "persons_via_map": persons.via_map,
                 "persons_not_found": persons.not_found,
                 "reason_code": str(FailureCode.CONTACT_NOT_FOUND),
-                "contact_not_found_ids": _ids(not_found),
+                "contact_not_found_ids": _ids(tally.contact_not_found_ids),
             },
         ),
         _result(
@@ -173,8 +166,8 @@ def normalized_checks(
                 "threshold": settings.planned_failure_threshold,
                 "failed": failure.failed,
                 "planned": failure.attempted,
-                "failed_by_reason": dg.MetadataValue.json(reason_counts(normalized.failures)),
-                "failed_ids": _ids([e.external_id for e in normalized.failures]),
+                "failed_by_reason": dg.MetadataValue.json(dict(sorted(tally.failed_codes.items()))),
+                "failed_ids": _ids(tally.failed_ids),
             },
         ),
         _result(
@@ -185,7 +178,7 @@ def normalized_checks(
                 "unmapped_pct": unmapped_pct,
                 "threshold_pct": settings.unmapped_warn_pct,
                 "unmapped": unmapped,
-                "extracted": len(entries),
+                "extracted": tally.planned,
                 "reason_code": str(SkipCode.UNMAPPED_ACTION_TYPE),
             },
             severity=WARN,

@@ -1,22 +1,27 @@
 """Plain records and the code vocabulary of the activity-log family (SPEC-activity-logs §12).
 
-Everything here is picklable data (no Dagster, no I/O): the CRM audit row (``CrmAudit``, defined
-in ``core.crm_records`` because the core's CRM source yields it; re-exported), the plan entry that
-``normalized_activity_logs`` produces per audit (§15), and the family's plan / skip / failure /
-event / run / job codes as ``StrEnum`` values, so they compare equal to the spec's strings.
-The final ``Outcome`` and the shared run codes are the core's (``core.vocabulary``),
+Everything here is picklable data (no Dagster; I/O only to read stored chunks): the CRM
+audit row (``CrmAudit``, defined in ``core.crm_records`` because the core's CRM source yields
+it; re-exported), the plan entry that ``normalized_activity_logs`` produces per audit (§15), the
+two stage outputs (handles on chunked records, ``core.chunks``) and the family's plan / skip /
+failure / event / run / job codes as ``StrEnum`` values, so they compare equal to the spec's
+strings. The final ``Outcome`` and the shared run codes are the core's (``core.vocabulary``),
 re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from notes_pipeline.core.chunks import ChunkedRecords
 from notes_pipeline.core.crm_records import AuditProbe, CrmAudit, Organization
 from notes_pipeline.core.vocabulary import MonitorState, Outcome, RunCode
+
+if TYPE_CHECKING:
+    from notes_pipeline.activity_logs.summary import PlanTally
 
 __all__ = [
     "DETERMINISTIC_FAILURES",
@@ -146,14 +151,15 @@ class PlanEntry:
 
 @dataclass(frozen=True)
 class AuditExtract:
-    """``crm_audits_raw`` (§15): one CID's in-scope audits in ``audits.id`` order, the
+    """``crm_audits_raw`` (§15): one CID's in-scope audits in ``audits.id`` order, stored in
+    chunks (``audits``: a ``ChunkedRecords[CrmAudit]`` handle; read with ``iter_audits``), the
     Stage-0 probe they were read under (cutoff, high-water id, COUNT) and how many pages the
     keyset extraction took. ``date_range_start`` is the run config as given (None = the
     probe's MIN(created_at) is the cutoff)."""
 
     org: Organization
     probe: AuditProbe
-    audits: tuple[CrmAudit, ...]
+    audits: ChunkedRecords[CrmAudit]
     pages: int = 0
     date_range_start: str | None = None
 
@@ -167,27 +173,48 @@ class AuditExtract:
         """Extraction read exactly the probe's COUNT (§15 'extraction complete')."""
         return self.extracted == self.probe.count
 
+    def iter_audits(self) -> Iterator[CrmAudit]:
+        """Every extracted audit once, in ``audits.id`` order; memory is one stored page.
+        Raises ``ChunksMissing`` when the chunks were removed (re-materialize the asset)."""
+        return iter(self.audits)
+
 
 @dataclass(frozen=True)
 class NormalizedActivityLogs:
-    """``normalized_activity_logs`` (§15): one plan entry per extracted audit, in id order.
-    Counts and gates over it are pure functions of ``activity_logs.summary``."""
+    """``normalized_activity_logs`` (§15): one plan entry per extracted audit, in id order,
+    stored in chunks of ≤ ``chunk_size`` entries (``entries``: a ``ChunkedRecords[PlanEntry]``
+    handle, §11 [N19]), and the plan's figures (``tally``: an
+    ``activity_logs.summary.PlanTally`` accumulated while planning, so counts and gates never
+    re-read the entries)."""
 
     org: Organization
-    entries: tuple[PlanEntry, ...]
+    entries: ChunkedRecords[PlanEntry]
     extracted: int
+    tally: PlanTally
     identity_emails: int = 0  # distinct normalized emails sent to the identity service
     lookup_batches: int = 0  # batches of lookups (one query of each kind per batch)
+    contact_lookups: dict[str, str] = field(default_factory=dict)  # lookup → preloaded/batched
 
     def iter_entries(self) -> Iterator[PlanEntry]:
-        """Every plan entry once, in ``audits.id`` order (the loader and report read this)."""
+        """Every plan entry once, in ``audits.id`` order (the loader and report read this);
+        memory is one stored batch. Raises ``ChunksMissing`` when the chunks were removed."""
         return iter(self.entries)
 
+    def iter_entry_chunks(self) -> Iterator[list[PlanEntry]]:
+        """The plan entries in ``audits.id`` order, one list per stored chunk (≤ the run's
+        ``chunk_size``, §11 [N19])."""
+        return self.entries.iter_chunks()
+
+    @property
+    def planned(self) -> int:
+        """Plan entries (one per extracted audit)."""
+        return len(self.entries)
+
     def count(self, outcome: PlanOutcome) -> int:
-        """Entries with ``outcome``."""
-        return sum(1 for e in self.entries if e.outcome == outcome)
+        """Entries with ``outcome`` (from the tally)."""
+        return self.tally.outcomes[str(outcome)]
 
     @property
     def failures(self) -> list[PlanEntry]:
-        """Entries planned as failed."""
-        return [e for e in self.entries if e.outcome == PlanOutcome.FAILED]
+        """Entries planned as failed (reads every chunk; holds the failed entries only)."""
+        return [e for e in self.iter_entries() if e.outcome == PlanOutcome.FAILED]

@@ -6,9 +6,11 @@ import tenacity
 
 from notes_pipeline.activity_logs import events
 from notes_pipeline.activity_logs.assets.load import run_in_flight
+from notes_pipeline.activity_logs.checks import EXTRACT_ASSET, NORMALIZED_ASSET
 from notes_pipeline.activity_logs.jobs import utc_now
 from notes_pipeline.activity_logs.records import ActivityRunCode, JobStatus
 from notes_pipeline.core.alerts import Alert, AlertChannels, Channel, Priority
+from notes_pipeline.core.chunks import remove_chunks
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.rollback import RollbackConfig, require_confirmation
@@ -107,6 +109,10 @@ def rollback_activity_logs_op(
         ) from None
     if lock is not None:
         cdp_mongo.release_job_lock(company, str(lock["job_id"]))
+    # §10 [N18]: the intermediates (audits and plans, which hold PII) go with the rollback
+    chunks_removed = remove_chunks(
+        context.instance.storage_directory(), org.cid, [EXTRACT_ASSET, NORMALIZED_ASSET]
+    )
     cdp_mongo.update_job(
         str(last["job_id"]),
         {"status": str(JobStatus.ROLLED_BACK), "records_removed": removed, "updated_at": utc_now()},
@@ -120,7 +126,12 @@ def rollback_activity_logs_op(
             asset_key=REPORT_ASSET, partition=org.cid, metadata=summary.to_metadata()
         )
     )
-    result = {"cid": org.cid, "records_removed": removed, "job_id": str(last["job_id"])}
+    result = {
+        "cid": org.cid,
+        "records_removed": removed,
+        "job_id": str(last["job_id"]),
+        "chunk_runs_removed": chunks_removed,
+    }
     return dg.Output(result, metadata=result)
 
 

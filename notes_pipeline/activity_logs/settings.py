@@ -22,6 +22,7 @@ from notes_pipeline.activity_logs.rules.changes import (
 from notes_pipeline.core.resources.settings import SettingsBase
 
 MAX_BATCH_SIZE = 20  # §6: records[≤20]
+MAX_LOOKUP_BATCH = 5_000  # ours: distinct ids per $in and users query
 
 
 class ActivityLogSettings(SettingsBase):
@@ -62,6 +63,24 @@ class ActivityLogSettings(SettingsBase):
         ge=1,
         le=5000,
         description="Audits per keyset page on audits.id (§3: LIMIT 500).",
+    )
+    lookup_batch_size: int = Field(
+        default=2_000,
+        ge=1,
+        le=MAX_LOOKUP_BATCH,
+        description="Audits planned per lookup batch: at most one users query, one identity "
+        "call and, when the contacts are not preloaded, one $in per kind per batch (§4.3 [N8], "
+        "§4.4 [N10]). 2,000: on a server that scans for $in (FerretDB) a quarter of the scans "
+        "of 500 (BENCHMARKS.md).",
+    )
+    contact_preload_max: int = Field(
+        default=200_000,
+        ge=0,
+        le=2_000_000,
+        description="A company with at most this many CDP contacts (and crm_contact_id_map "
+        "rows) has them read once per run, in one streamed company-scoped query, instead of one "
+        "$in per lookup batch; same matches (§4.3 [N8]). About 200 bytes of memory each; 0 = "
+        "always the batched $in (§11).",
     )
     batch_size: int = Field(
         default=20,

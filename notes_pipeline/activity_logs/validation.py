@@ -10,19 +10,18 @@ import csv
 import hashlib
 import io
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from notes_pipeline.activity_logs.load import ActivityLoadResult
 from notes_pipeline.activity_logs.records import (
-    FailureCode,
     JobStatus,
     PlanEntry,
     PlanOutcome,
     SkipCode,
 )
+from notes_pipeline.activity_logs.summary import PlanTally
 from notes_pipeline.core.rates import pct
 
 CSV_COLUMNS = ("external_id", "crm_audit_id", "reason_code", "details")
@@ -91,47 +90,27 @@ def index_stored(documents: Iterable[Mapping[str, Any]]) -> StoredIndex:
 
 
 @dataclass
-class PlanTally:
-    """One pass over the plan: the §7 denominators and the fidelity comparison."""
+class FidelityTally:
+    """One pass over the plan for what only the report needs: each ready entry's document
+    compared with the stored one, and the unmapped skips' rows for the error CSV. The plan's
+    counts come from its own ``summary.PlanTally``."""
 
-    planned: int = 0
-    unmapped: int = 0
-    contact_not_found: int = 0
     ready: int = 0
     stored_of_ready: int = 0
     mismatched: list[str] = field(default_factory=list)
     mismatched_count: int = 0
-    by_category_action: Counter = field(default_factory=Counter)
-    by_actor_case: Counter = field(default_factory=Counter)
     unmapped_rows: list[tuple[str, int, str]] = field(default_factory=list)
 
-    @property
-    def in_scope(self) -> int:
-        """[N20] source COUNT: planned audits minus ``unmapped_action_type`` skips."""
-        return self.planned - self.unmapped
 
-    @property
-    def contact_not_found_pct(self) -> float:
-        """``contact_not_found`` share of in-scope audits, percent (0.0 when none)."""
-        return pct(self.contact_not_found, self.in_scope) if self.in_scope else 0.0
-
-
-def tally_plan(entries: Iterable[PlanEntry], stored: StoredIndex) -> PlanTally:
-    """Count the plan and compare each ready entry's document with the stored one."""
-    tally = PlanTally()
+def compare_plan(entries: Iterable[PlanEntry], stored: StoredIndex) -> FidelityTally:
+    """Compare each ready entry's document with the stored one (by digest)."""
+    tally = FidelityTally()
     for entry in entries:
-        tally.planned += 1
         if entry.code == SkipCode.UNMAPPED_ACTION_TYPE:
-            tally.unmapped += 1
             tally.unmapped_rows.append((entry.external_id, entry.crm_audit_id, str(entry.code)))
-        if entry.code == FailureCode.CONTACT_NOT_FOUND:
-            tally.contact_not_found += 1
-        if entry.actor_case is not None:
-            tally.by_actor_case[entry.actor_case] += 1
         if entry.outcome != PlanOutcome.READY or entry.document is None:
             continue
         tally.ready += 1
-        tally.by_category_action[f"{entry.category}/{entry.action}"] += 1
         held = stored.digests.get(entry.crm_audit_id)
         if held is None:
             continue
@@ -221,21 +200,24 @@ def final_state(
 def build_report(
     cid: str,
     load: ActivityLoadResult,
-    tally: PlanTally,
+    plan: PlanTally,
+    fidelity: FidelityTally,
     stored: StoredIndex,
     target_count: int | None,
     thresholds: Thresholds,
 ) -> ActivityLogReport:
-    """The report from the pieces (no I/O)."""
-    source = tally.in_scope
+    """The report from the pieces (no I/O). ``plan`` is the plan's own tally: [N20] source
+    COUNT = its in-scope audits (all but ``unmapped_action_type`` skips)."""
+    source = plan.in_scope
     accuracy = None if target_count is None else pct(target_count, source)
+    not_found_pct = pct(plan.contact_not_found, source) if source else 0.0
     counters = load.counters
     status = final_state(
         load,
         accuracy,
-        tally.contact_not_found_pct,
+        not_found_pct,
         len(stored.duplicates),
-        tally.mismatched_count,
+        fidelity.mismatched_count,
         thresholds,
     )
     return ActivityLogReport(
@@ -253,21 +235,21 @@ def build_report(
         },
         skipped_by_code=dict(sorted(load.skipped_by_code.items())),
         failed_by_code=load.failed_by_code(),
-        contact_not_found=tally.contact_not_found,
-        contact_not_found_pct=tally.contact_not_found_pct,
+        contact_not_found=plan.contact_not_found,
+        contact_not_found_pct=not_found_pct,
         duplicates=stored.duplicates[:WORST],
-        mismatched=tally.mismatched,
-        mismatched_count=tally.mismatched_count,
+        mismatched=fidelity.mismatched,
+        mismatched_count=fidelity.mismatched_count,
         unkeyed_documents=stored.unkeyed,
         queue_left=load.queue_left,
         failure_rate=counters.failure_rate,
-        by_category_action=dict(sorted(tally.by_category_action.items())),
-        by_actor_case=dict(sorted(tally.by_actor_case.items())),
+        by_category_action=dict(sorted(plan.category_actions.items())),
+        by_actor_case=dict(sorted(plan.actor_cases.items())),
         validation_skipped=target_count is None,
     )
 
 
-def error_csv(load: ActivityLoadResult, tally: PlanTally) -> tuple[bytes, int]:
+def error_csv(load: ActivityLoadResult, tally: FidelityTally) -> tuple[bytes, int]:
     """The error CSV (§7): one row per final failure and per unmapped skip —
     ``external_id, crm_audit_id, reason_code, details`` (ids and codes only). (bytes, rows)."""
     out = io.StringIO()

@@ -8,11 +8,19 @@ import dagster as dg
 
 from notes_pipeline.activity_logs import events
 from notes_pipeline.activity_logs.checks import NORMALIZED_CHECKS, normalized_checks
-from notes_pipeline.activity_logs.lookups import IdentityCache, fetch_lookups, plan_audits
-from notes_pipeline.activity_logs.records import AuditExtract, NormalizedActivityLogs
+from notes_pipeline.activity_logs.lookups import (
+    ContactIndex,
+    IdentityCache,
+    UserCache,
+    batch_collections,
+    fetch_lookups,
+    plan_batches,
+)
+from notes_pipeline.activity_logs.records import AuditExtract, NormalizedActivityLogs, PlanEntry
 from notes_pipeline.activity_logs.rules.plan import PlanContext
 from notes_pipeline.activity_logs.settings import ActivityLogSettings
-from notes_pipeline.activity_logs.summary import plan_metadata
+from notes_pipeline.activity_logs.summary import PlanTally, plan_metadata
+from notes_pipeline.core.chunks import ChunkWriter
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.identity import IdentityDirectory
@@ -26,7 +34,8 @@ from notes_pipeline.core.resources.mongo import CdpMongo
     kinds={"python"},
     check_specs=NORMALIZED_CHECKS,
     description="Each extracted audit's plan (ready / skipped / failed + code) and, when "
-    "ready, the exact CDP activity_logs document; lookups batched, one query per batch.",
+    "ready, the exact CDP activity_logs document, stored in chunks of chunk_size entries; "
+    "lookups batched, one query per batch.",
 )
 def normalized_activity_logs(
     context: dg.AssetExecutionContext,
@@ -52,26 +61,36 @@ def normalized_activity_logs(
         org.company_sso_id,
         settings.identity_retries,
     )
-    fetch = partial(
-        fetch_lookups,
-        company_sso_id=org.company_sso_id,
-        cdp=cdp_mongo,
-        crm=crm_audits,
-        identity=identity_cache,
-    )
-    entries, lookup_batches = plan_audits(
-        crm_audits_raw.audits,
-        ctx,
-        fetch,
-        settings.page_size,
-        on_entry=partial(events.emit_plan_events, job_id, org.cid),
-    )
+    contacts = ContactIndex.load(cdp_mongo, org.company_sso_id, settings.contact_preload_max)
+    context.log.info(f"Contact lookups CID {org.cid}: {contacts.strategy}")
+    users = UserCache(crm_audits)
+    fetch = partial(fetch_lookups, contacts=contacts, users=users, identity=identity_cache)
+    tally = PlanTally()
+    emit = partial(events.emit_plan_events, job_id, org.cid)
+    lookup_batches = 0
+    # one batch in memory, entries straight to chunk files, figures tallied on the way (§11)
+    with (
+        batch_collections() as collect,
+        ChunkWriter[PlanEntry].for_asset(context, settings.chunk_size) as writer,
+    ):
+        audits = crm_audits_raw.iter_audits()
+        batches = plan_batches(audits, ctx, fetch, settings.lookup_batch_size)
+        for entries in batches:
+            lookup_batches += 1
+            for entry in entries:
+                tally.add(entry)
+                emit(entry)
+            writer.append(entries)
+            collect()
+        stored = writer.close()
     result = NormalizedActivityLogs(
         org=org,
-        entries=tuple(entries),
+        entries=stored,
         extracted=crm_audits_raw.extracted,
+        tally=tally,
         identity_emails=len(identity_cache.asked),
         lookup_batches=lookup_batches,
+        contact_lookups=contacts.strategy,
     )
     yield dg.Output(result, metadata=plan_metadata(result))
     yield from normalized_checks(result, settings)

@@ -16,10 +16,10 @@ from notes_pipeline.activity_logs.validation import (
     ActivityLogReport,
     Thresholds,
     build_report,
+    compare_plan,
     error_csv,
     index_stored,
     summary_markdown,
-    tally_plan,
 )
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
 from notes_pipeline.core.resources.mongo import CdpMongo
@@ -56,17 +56,18 @@ def activity_log_validation_report(
     org = normalized_activity_logs.org
     company = org.company_sso_id
     stored = index_stored(cdp_mongo.iter_activity_logs(company))
-    tally = tally_plan(normalized_activity_logs.iter_entries(), stored)
+    fidelity = compare_plan(normalized_activity_logs.iter_entries(), stored)
     target = with_retries(lambda: cdp_mongo.count_activity_logs(company))
     report = build_report(
         org.cid,
         load,
-        tally,
+        normalized_activity_logs.tally,
+        fidelity,
         stored,
         target,
         Thresholds(settings.accuracy_threshold_pct, settings.contact_not_found_threshold_pct),
     )
-    csv_bytes, report.error_rows = error_csv(load, tally)
+    csv_bytes, report.error_rows = error_csv(load, fidelity)
     error_key = f"_migration_reports/activity_logs/{org.cid}/{load.job_id}/error_log.csv"
     attachment_storage.put(error_key, csv_bytes, "text/csv")
     report.duration_seconds = round(time.monotonic() - started, 3)

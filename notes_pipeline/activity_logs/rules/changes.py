@@ -12,7 +12,9 @@ Work is bounded before and during parsing, never by time:
 1. size: at most ``max_bytes`` (1 MiB) of UTF-8, checked before anything is parsed;
 2. an event pre-scan (no composition yet): at most ``max_aliases`` (100) alias nodes, at most
    ``max_depth`` nested collections and a single document, so the composer never recurses
-   deeply and never sees an alias bomb;
+   deeply and never sees an alias bomb — skipped when the characters alone prove all three
+   (no ``*``, fewer collection indicators than ``max_depth``, no second document marker),
+   as for the gem's usual short maps;
 3. while converting to JSON-safe values (the step that copies shared subtrees): at most
    ``max_aliases`` re-expansions of an already expanded collection, no recursive alias, and at
    most ``4 × document nodes + 4096`` output values — the output stays linear in the input.
@@ -437,6 +439,28 @@ def _prescan(text: str, limits: YamlLimits) -> int:
     return nodes
 
 
+_COLLECTION_INDICATORS = "-[{:?"
+
+
+def _within_limits_by_text(text: str, limits: YamlLimits) -> bool:
+    """True when ``text`` cannot break the pre-scan's bounds, judged from characters alone
+    (then the pre-scan, a second parse, is skipped; same outcome):
+
+    * no ``*``: an alias node starts with ``*``, so there is none (and no expansion);
+    * fewer of ``- [ { : ?`` than ``max_depth``: every collection needs at least one of its
+      own (a block sequence entry ``-``, a flow ``[``/``{``, a mapping key's ``:`` or ``?``),
+      so no nesting can be deeper;
+    * no ``...`` and no ``---`` other than a leading one: a second document needs one.
+    """
+    if "*" in text or "..." in text:
+        return False
+    markers = text.count("---")
+    if markers > 1 or (markers == 1 and not text.startswith("---")):
+        return False
+    indicators = sum(text.count(ch) for ch in _COLLECTION_INDICATORS)
+    return indicators < limits.max_depth
+
+
 class _JsonSafe:
     """Copies constructed data into JSON-safe values, counting re-expanded shared collections
     (alias expansions), output values and depth."""
@@ -526,7 +550,12 @@ def load_audited_changes(
         if root is not None:
             budget = EXPANSION_FACTOR * len(text) + EXPANSION_SLACK
         else:
-            nodes = _prescan(text, limits)
+            if _within_limits_by_text(text, limits):
+                # no alias: the output has at most one value per node, and a node takes at
+                # least one character or indicator, so 2 × length + 2 bounds the nodes
+                nodes = 2 * len(text) + 2
+            else:
+                nodes = _prescan(text, limits)
             budget = EXPANSION_FACTOR * nodes + EXPANSION_SLACK
             loader = _AuditedLoader(text, budget)
             try:

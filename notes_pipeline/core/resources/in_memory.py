@@ -231,6 +231,20 @@ class InMemoryCdpMongo(CdpMongo):
         return {pid: mapped[pid] for pid in set(crm_person_ids) if pid in mapped}
 
     @override
+    def company_contact_source_ids(
+        self, company_sso_id: str, max_contacts: int
+    ) -> dict[str, list[Any]] | None:
+        contacts = self._store().contacts.get(company_sso_id, {})
+        if len(contacts) > max_contacts:
+            return None
+        return {sid: [customer] for sid, customer in contacts.items()}
+
+    @override
+    def company_contact_id_map(self, company_sso_id: str, max_rows: int) -> dict[int, Any] | None:
+        mapped = self._store().contact_id_map.get(company_sso_id, {})
+        return None if len(mapped) > max_rows else dict(mapped)
+
+    @override
     def upsert_notes(
         self, company_sso_id: str, documents: Sequence[dict[str, Any]]
     ) -> BulkUpsertResult:

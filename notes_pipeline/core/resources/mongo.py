@@ -44,6 +44,13 @@ JOB_ID_INDEX = "uq_crm_activity_log_migration_jobs_job_id"
 FAILURES_INDEX = "ix_crm_activity_log_migration_failures_company_job"
 FAILURES_TTL_INDEX = "ttl_crm_activity_log_migration_failures_expire_at"
 
+PRELOAD_BATCH = 10_000  # documents per getMore while preloading a company's contacts
+
+
+def _map_person_id(key: Any) -> int | None:
+    """A ``crm_contact_id_map.crm_person_id`` as an int: a number or a digit string."""
+    return int(key) if isinstance(key, int | str) and str(key).isdigit() else None
+
 
 class CdpMongo(dg.ConfigurableResource):
     """pymongo access to CDP; works against any MongoDB wire-protocol server."""
@@ -125,8 +132,54 @@ class CdpMongo(dg.ConfigurableResource):
         )
         found: dict[int, Any] = {}
         for doc in cursor:
-            key = doc.get("crm_person_id")
-            person_id = int(key) if isinstance(key, int | str) and str(key).isdigit() else None
+            person_id = _map_person_id(doc.get("crm_person_id"))
+            if person_id is not None and doc.get("customer_id") is not None:
+                found.setdefault(person_id, doc["customer_id"])
+        return found
+
+    def company_contact_source_ids(
+        self, company_sso_id: str, max_contacts: int
+    ) -> dict[str, list[Any]] | None:
+        """SPEC-activity-logs §4.3 step 4 [N8], preloaded: the company's contacts in one
+        streamed, company-scoped query (``_id`` and ``source_id`` only): source_id → the
+        ``_id`` of every contact carrying it — what ``contacts_by_source_id`` returns for
+        those ids (only string ``source_id`` values, as its string ``$in`` matches). None,
+        after reading at most ``max_contacts + 1`` documents, when the company has more than
+        ``max_contacts`` contacts (the caller then uses the batched ``$in``)."""
+        found: dict[str, list[Any]] = {}
+        cursor = self._db()[CONTACTS].find(
+            {"company_sso_id": company_sso_id},
+            {"_id": 1, "source_id": 1},
+            limit=max_contacts + 1,
+            batch_size=PRELOAD_BATCH,
+        )
+        for read, doc in enumerate(cursor, start=1):
+            if read > max_contacts:
+                cursor.close()
+                return None
+            source_id = doc.get("source_id")
+            if isinstance(source_id, str):
+                found.setdefault(source_id, []).append(doc["_id"])
+        return found
+
+    def company_contact_id_map(self, company_sso_id: str, max_rows: int) -> dict[int, Any] | None:
+        """SPEC-activity-logs §4.3 step 5 [N8], preloaded: the company's
+        ``crm_contact_id_map`` rows in one streamed, company-scoped query: crm_person_id →
+        customer_id, read as ``contact_id_map`` reads them (number or digits; the first row
+        of a person wins). None, after reading at most ``max_rows + 1`` rows, when the
+        company has more than ``max_rows``."""
+        cursor = self._db()[CONTACT_ID_MAP].find(
+            {"company_sso_id": company_sso_id},
+            {"_id": 0, "crm_person_id": 1, "customer_id": 1},
+            limit=max_rows + 1,
+            batch_size=PRELOAD_BATCH,
+        )
+        found: dict[int, Any] = {}
+        for read, doc in enumerate(cursor, start=1):
+            if read > max_rows:
+                cursor.close()
+                return None
+            person_id = _map_person_id(doc.get("crm_person_id"))
             if person_id is not None and doc.get("customer_id") is not None:
                 found.setdefault(person_id, doc["customer_id"])
         return found
