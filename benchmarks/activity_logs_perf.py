@@ -26,7 +26,8 @@ stage process's CPU seconds and peak RSS, the stack servers' CPU seconds (Postgr
 reaped backends, the MongoDB server) and the stage's metadata figures, and the load average
 before and after (the machine is shared: wall figures depend on it, CPU seconds much less);
 ``--publish`` also writes it to ``benchmarks/results/latest.json`` (section
-``activity_logs``). Part 2 (#13) adds the load stage.
+``activity_logs``). The load, the report and the ceiling (bare pymongo upserts of the same
+documents) follow the plan; ``perf`` holds #13's figures.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = {"extract": "crm_audits_raw", "plan": "normalized_activity_logs"}
+STAGES = {
+    "extract": "crm_audits_raw",
+    "plan": "normalized_activity_logs",
+    "load": "cdp_activity_logs_loaded",
+    "report": "activity_log_validation_report",
+}
+CEILING = "ceiling"  # bare pymongo upserts of the same planned documents (not an asset)
 #: metadata figures reported per stage (those present in the stage's materialization)
 FIGURES = (
     "count",
@@ -60,6 +67,19 @@ FIGURES = (
     "contact_lookups",
     "chunks",
     "identity_emails",
+    "records_total",
+    "records_migrated",
+    "records_skipped",
+    "records_failed",
+    "batches",
+    "first_window_s",
+    "last_window_s",
+    "status",
+    "accuracy_pct",
+    "target_count",
+    "source_count",
+    "duplicates",
+    "fidelity_mismatches",
 )
 
 
@@ -112,6 +132,7 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     from notes_pipeline.core.resources.crm import PostgresCrmSource
     from notes_pipeline.core.resources.identity import PostgresIdentityDirectory
     from notes_pipeline.core.resources.mongo import CdpMongo
+    from notes_pipeline.core.resources.storage import AttachmentStorage
 
     dsn = _with_db(os.environ["NOTES_PIPELINE_CRM_ADMIN_DSN"], args.crm_db)
     cid = str(PERF_CID)
@@ -123,8 +144,16 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
         "crm_audits": PostgresCrmSource(dsn=dsn),
         "cdp_mongo": CdpMongo(uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=args.cdp_db),
         "identity": PostgresIdentityDirectory(dsn=dsn),
-        "activity_log_settings": ActivityLogSettings(**_settings(args.set)),
+        "activity_log_settings": ActivityLogSettings(
+            **{"enabled_cids": "*", **_settings(args.set)}
+        ),
+        "attachment_storage": AttachmentStorage(
+            bucket=os.environ["NOTES_PIPELINE_CDP_BUCKET"],
+            endpoint_url=os.environ.get("NOTES_PIPELINE_S3_ENDPOINT_URL") or None,
+        ),
     }
+    if args.stage == CEILING:
+        return run_ceiling(instance, resources["cdp_mongo"], cid, _settings(args.set))
     config = {"date_range_start": args.date_range_start} if args.date_range_start else {}
     asset = STAGES[args.stage]
     rss_before = _rss_mib()
@@ -152,7 +181,13 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     end = resource.getrusage(resource.RUSAGE_SELF)
     events = result.asset_materializations_for_node(asset)
     meta = {k: v.value for k, v in events[-1].metadata.items()} if events else {}
-    audits = int(meta.get("planned", meta.get("extracted", 0)) or 0)
+    audits = int(
+        meta.get("planned")
+        or meta.get("records_total")
+        or meta.get("source_count")
+        or meta.get("extracted")
+        or 0
+    )
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     import notes_pipeline
 
@@ -168,6 +203,80 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mib": round(end.ru_maxrss / 1024),
         "checks": checks,
         "metadata": {k: meta[k] for k in FIGURES if k in meta},
+    }
+
+
+def run_ceiling(instance, cdp_mongo, cid: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The server's own ceiling for the load (#13): the plan's ready documents written with a
+    bare pymongo ``bulk_write`` of ``$setOnInsert`` upserts, batches of ``batch_size`` (20)
+    over ``write_concurrency`` (4) threads, into a fresh collection of the same server with
+    the same unique index. Reads the plan the ``plan`` stage stored."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    batch_size = int(settings.get("batch_size", 20))
+    threads = int(settings.get("write_concurrency", 4))
+    stored = Path(instance.storage_directory(), STAGES["plan"], cid)
+    plan = pickle.loads(stored.read_bytes())
+    collection = cdp_mongo.collection("activity_logs_ceiling")
+    collection.drop()
+    collection.create_index([("company_sso_id", 1), ("external_id", 1)], unique=True)
+    rss_before = _rss_mib()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+
+    def write(batch: list[dict[str, Any]]) -> None:
+        collection.bulk_write(
+            [
+                UpdateOne(
+                    {"company_sso_id": d["company_sso_id"], "external_id": d["external_id"]},
+                    {"$setOnInsert": {**d, "_id": ObjectId()}},
+                    upsert=True,
+                )
+                for d in batch
+            ],
+            ordered=False,
+        )
+
+    def batches():
+        batch: list[dict[str, Any]] = []
+        for entry in plan.iter_entries():
+            if entry.document is not None and str(entry.outcome) == "ready":
+                batch.append(entry.document)
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    written = 0
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        window: list[list[dict[str, Any]]] = []
+        for batch in batches():
+            window.append(batch)
+            if len(window) == threads * 8:
+                list(pool.map(write, window))
+                written += sum(len(b) for b in window)
+                window = []
+        list(pool.map(write, window))
+        written += sum(len(b) for b in window)
+    seconds = time.monotonic() - started
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    collection.drop()
+    return {
+        "success": True,
+        "audits": written,
+        "seconds": round(seconds, 1),
+        "audits_per_s": round(written / seconds) if seconds else None,
+        "cpu_s": round(end.ru_utime + end.ru_stime - cpu.ru_utime - cpu.ru_stime, 1),
+        "audits_per_cpu_s": None,
+        "rss_before_stage_mib": rss_before,
+        "peak_rss_mib": round(end.ru_maxrss / 1024),
+        "checks": {},
+        "metadata": {"batch_size": batch_size, "write_concurrency": threads},
     }
 
 
@@ -229,7 +338,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         if not args.reuse:
             out["seed"] = seed_perf(admin, crm_db, cdp_db)
         with tempfile.TemporaryDirectory(prefix="activity_logs_perf_") as home:
-            for stage in STAGES:
+            for stage in [*STAGES, CEILING]:
                 command = [
                     sys.executable,
                     str(Path(__file__).resolve()),
@@ -264,6 +373,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             "audits_per_s": round(plan["audits"] / seconds) if seconds else None,
             "peak_rss_mib": max(extract["peak_rss_mib"], plan["peak_rss_mib"]),
         }
+        out["perf"] = family_figures(out)
         out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         if not args.keep:
@@ -273,6 +383,32 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 client.drop_database(cdp_db)
             _admin(admin, f"DROP DATABASE IF EXISTS {crm_db} WITH (FORCE)")
     return out
+
+
+def family_figures(out: dict[str, Any]) -> dict[str, Any]:
+    """#13's figures: the whole family (four stages) in records/s, the peak RSS of any stage,
+    the load's records/s against the ceiling's, and the first vs last write window."""
+    stages = [out[s] for s in STAGES]
+    seconds = sum(s["seconds"] for s in stages)
+    records = out["extract"]["audits"]
+    load, ceiling = out["load"], out[CEILING]
+    written = load["metadata"].get("records_migrated", 0)
+    load_rate = written / load["seconds"] if load["seconds"] else None
+    return {
+        "records": records,
+        "seconds": round(seconds, 1),
+        "records_per_s": round(records / seconds) if seconds else None,
+        "peak_rss_mb": max(s["peak_rss_mib"] for s in stages),
+        "load_records_per_s": round(load_rate) if load_rate else None,
+        "ceiling_records_per_s": ceiling["audits_per_s"],
+        "ratio_to_ceiling": round(load_rate / ceiling["audits_per_s"], 2)
+        if load_rate and ceiling["audits_per_s"]
+        else None,
+        "first_window_s": load["metadata"].get("first_window_s"),
+        "last_window_s": load["metadata"].get("last_window_s"),
+        "status": out["report"]["metadata"].get("status"),
+        "accuracy_pct": out["report"]["metadata"].get("accuracy_pct"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code-root", help="run the stages on this checkout")
     parser.add_argument("--cprofile", help="write the plan stage's cProfile stats here")
     parser.add_argument("--publish", action="store_true", help="update results/latest.json")
-    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=sorted([*STAGES, CEILING]), help=argparse.SUPPRESS)
     parser.add_argument("--instance", help=argparse.SUPPRESS)
     parser.add_argument("--crm-db", help=argparse.SUPPRESS)
     parser.add_argument("--cdp-db", help=argparse.SUPPRESS)

@@ -15,9 +15,9 @@ progress callback and the clock are injected, so tests drive it without Dagster.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class ActivityLoadResult:
     ``writes`` counts the write path alone (what the halt rule judges); ``queue_left`` are
     write failures the end-of-run retry did not recover (0 when halted
     before the retry, which then never ran: ``queue_retried`` = 0). ``window_seconds`` is the
-    wall time of each group of ``write_concurrency`` batches, in order.
+    wall time between consecutive settled batches, in order (first vs last: per-batch cost).
     """
 
     cid: str
@@ -146,9 +146,11 @@ class _Loader:
             resumed_from_job_id=ctx.resume.job_id if ctx.resume else None,
         )
         self.queue: list[PlanEntry] = []
+        self.progress_every = max(1, ctx.write_concurrency)  # job document: every N batches
         #: the write path's own outcomes (ready records only): what the halt rule judges
         self.writes = self.result.writes
         self.started = ctx.clock()
+        self.last_done = self.started
         self.written = 0
 
     def _emit(self, name: str, **properties: Any) -> None:
@@ -171,51 +173,45 @@ class _Loader:
         else:
             self.fail(entry, str(entry.code or FailureCode.TRANSFORM_ERROR), entry.details)
 
-    def flush(self, pending: list[PlanEntry], pool: ThreadPoolExecutor, seen_up_to: int | None):
-        """Write ``pending`` as batches in parallel; apply results batch by batch, halting as
-        soon as the rule says so. Returns True when halted."""
+    def complete(self, batch: list[PlanEntry], written: BulkUpsertResult, seen_up_to: int):
+        """Apply one written batch (in submission order); True when the halt rule says so."""
         ctx = self.ctx
-        groups = [pending[i : i + ctx.batch_size] for i in range(0, len(pending), ctx.batch_size)]
-        began = ctx.clock()
-        results = list(pool.map(lambda batch: write_batch(ctx.write, batch), groups))
-        if groups:
-            self.result.window_seconds.append(round(ctx.clock() - began, 4))
-        halted = False
-        for batch, written in zip(groups, results, strict=True):
-            self.result.batches += 1
-            for index, entry in enumerate(batch):
-                if index in written.upserted:
-                    self.result.counters.migrated += 1
-                    self.writes.migrated += 1
-                elif index in written.matched:
-                    self.result.counters.skipped += 1
-                    self.writes.skipped += 1
-                    self.result.skipped_by_code[str(SkipCode.DUPLICATE_EXTERNAL_ID)] += 1
-                else:
-                    self.result.counters.failed += 1  # queued: failed until the retry (§6 [N14])
-                    self.writes.failed += 1
-                    self.queue.append(entry)
-                    self.result.queued += 1
-            self._emit(
-                events.BATCH_COMPLETED,
-                batch_number=self.result.batches,
-                records_in_batch=len(batch),
-                failed_in_batch=len(written.errors),
-                last_audit_id=batch[-1].crm_audit_id,
-            )
-            if self.writes.exceeds(ctx.halt_threshold):
-                halted = True
-                break
-        self.written += len(pending)
-        if seen_up_to is not None:
-            self.result.last_audit_id = seen_up_to
-        if ctx.on_progress is not None:
+        self.result.batches += 1
+        for index, entry in enumerate(batch):
+            if index in written.upserted:
+                self.result.counters.migrated += 1
+                self.writes.migrated += 1
+            elif index in written.matched:
+                self.result.counters.skipped += 1
+                self.writes.skipped += 1
+                self.result.skipped_by_code[str(SkipCode.DUPLICATE_EXTERNAL_ID)] += 1
+            else:
+                self.result.counters.failed += 1  # queued: failed until the retry (§6 [N14])
+                self.writes.failed += 1
+                self.queue.append(entry)
+                self.result.queued += 1
+        events.emit(  # per batch: to the compute log, not the Dagster event log
+            events.record_log,
+            events.BATCH_COMPLETED,
+            job_id=ctx.job_id,
+            cid=ctx.org.cid,
+            batch_number=self.result.batches,
+            records_in_batch=len(batch),
+            failed_in_batch=len(written.errors),
+            last_audit_id=batch[-1].crm_audit_id,
+        )
+        self.written += len(batch)
+        self.result.last_audit_id = seen_up_to
+        now = ctx.clock()
+        self.result.window_seconds.append(round(now - self.last_done, 4))
+        self.last_done = now
+        if ctx.on_progress is not None and self.result.batches % self.progress_every == 0:
             ctx.on_progress(self.result)
         if ctx.max_write_rate_per_s:
             ahead = self.written / ctx.max_write_rate_per_s - (ctx.clock() - self.started)
             if ahead > 0:
                 ctx.pause(ahead)  # §11 [N19]: the optional write-rate ceiling
-        return halted
+        return self.writes.exceeds(ctx.halt_threshold)
 
     def retry_queue(self) -> None:
         """§6 end of run: each queued record once, individually; success moves it from
@@ -255,31 +251,47 @@ def load_activity_logs(
     """
     loader = _Loader(ctx)
     result = loader.result
-    window = max(1, ctx.batch_size) * max(1, ctx.write_concurrency)
-    pending: list[PlanEntry] = []
+    writers = max(1, ctx.write_concurrency)
+    batch: list[PlanEntry] = []
+    in_flight: deque[tuple[list[PlanEntry], Future, int]] = deque()
     seen_up_to: int | None = ctx.resume.last_audit_id if ctx.resume else None
     halted = False
     stream = iter(entries)
-    with ThreadPoolExecutor(max_workers=max(1, ctx.write_concurrency)) as pool:
+
+    def submit(pool: ThreadPoolExecutor) -> bool:
+        """Send the pending batch; while ``writers`` batches are in flight, settle the oldest
+        first (results applied in order). True when the halt rule stopped the load."""
+        nonlocal batch
+        in_flight.append((batch, pool.submit(write_batch, ctx.write, batch), seen_up_to or 0))
+        batch = []
+        while len(in_flight) >= writers:
+            done, future, up_to = in_flight.popleft()
+            if loader.complete(done, future.result(), up_to):
+                return True
+        return False
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
         for entry in stream:
             if ctx.resume is not None and ctx.resume.done(entry.crm_audit_id, entry.external_id):
                 continue
             if entry.outcome == PlanOutcome.READY:
-                pending.append(entry)
+                batch.append(entry)
             else:
                 loader.see(entry)
             seen_up_to = max(seen_up_to or 0, entry.crm_audit_id)
-            if len(pending) >= window:
-                halted = loader.flush(pending, pool, seen_up_to)
-                pending = []
-                if halted:
-                    break
+            if len(batch) >= ctx.batch_size and submit(pool):
+                halted = True
+                break
+        if not halted and batch:
+            halted = submit(pool)
+        while in_flight:  # written already: counted, even after a halt
+            done, future, up_to = in_flight.popleft()
+            halted = loader.complete(done, future.result(), up_to) or halted
         if not halted:
-            halted = loader.flush(pending, pool, seen_up_to)
-        if not halted:
+            result.last_audit_id = seen_up_to
             loader.retry_queue()
-            if ctx.on_progress is not None:
-                ctx.on_progress(result)
+        if ctx.on_progress is not None:
+            ctx.on_progress(result)
     if halted:
         result.status = LoadStatus.HALTED
         result.queue_left = len(loader.queue)

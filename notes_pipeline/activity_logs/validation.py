@@ -127,7 +127,9 @@ class ActivityLogReport:
     """``activity_log_validation_report`` (§7): the CID's final state and its evidence.
 
     ``accuracy_pct`` = ``target_count / source_count × 100`` (None: the count was unavailable,
-    ``VALIDATION_SKIPPED``); ``source_count`` = in-scope audits minus unmapped skips [N20].
+    ``VALIDATION_SKIPPED``); ``target_count`` = the company's ``source_tag = crm_migration``
+    documents (what ``countDocuments`` of that filter returns, counted in the fidelity read);
+    ``source_count`` = in-scope audits minus unmapped skips [N20].
     """
 
     cid: str
