@@ -61,15 +61,22 @@ class FaultTimeout(AssertionError):
 
 # --------------------------------------------------------------------------- waiting
 def wait_for(
-    predicate: Callable[[], T], what: str, timeout_s: float, interval_s: float = 0.05
+    predicate: Callable[[], T],
+    what: str,
+    timeout_s: float,
+    interval_s: float = 0.05,
+    give_up: Callable[[], object] | None = None,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; that value. Raises
-    ``FaultTimeout`` naming ``what`` after ``timeout_s`` seconds."""
+    ``FaultTimeout`` naming ``what`` after ``timeout_s`` seconds, or as soon as ``give_up()``
+    returns something truthy (e.g. the run ended before the awaited point)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
+        if give_up is not None and (reason := give_up()):
+            raise FaultTimeout(f"gave up waiting for {what}: {reason}")
         if time.monotonic() > deadline:
             raise FaultTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(interval_s)
@@ -152,6 +159,12 @@ def finished_run(instance, run_id: str):
     """The run once it is finished (SUCCESS, FAILURE or CANCELED), else None."""
     run = instance.get_run_by_id(run_id)
     return run if run is not None and run.is_finished else None
+
+
+def run_ended(instance, run_id: str) -> str:
+    """'' while the run is not finished, else e.g. ``run abc123 ended FAILURE``."""
+    run = finished_run(instance, run_id)
+    return f"run {run_id} ended {run.status.value}" if run else ""
 
 
 def latest_metadata(instance, asset: str, cid: str, run_id: str | None = None) -> dict:
@@ -395,6 +408,7 @@ __all__ = [
     "notes_fingerprint",
     "ready_count",
     "settings_run_config",
+    "run_ended",
     "run_worker_pid",
     "stack_pid",
     "stack_service",

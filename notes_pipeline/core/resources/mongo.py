@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
+from bson import ObjectId
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, PyMongoError
 
@@ -126,20 +127,25 @@ class CdpMongo(dg.ConfigurableResource):
 
         Per-row outcomes come from what exists before and after the write (one indexed `$in`
         each), not from the server's reply details, which some wire-compatible servers leave
-        incomplete when a row fails. Connection errors propagate so the caller can retry.
+        incomplete when a row fails. Each row is inserted with an ``_id`` chosen here, so a
+        row counts as upserted only when the stored note carries that ``_id``: a note another
+        writer inserted between the two reads (two loads of one CID at once, or a killed run's
+        last write landing late) is matched, never counted twice. Connection errors propagate
+        so the caller can retry.
         """
         for doc in documents:
             if doc["company_sso_id"] != company_sso_id:
                 raise ValueError("document outside the company scope")
         keys = [doc["legacy_crm_note_id"] for doc in documents]
+        ids = [doc.get("_id") or ObjectId() for doc in documents]
         before = self._existing(company_sso_id, keys)
         requests = [
             UpdateOne(
                 {"company_sso_id": company_sso_id, "legacy_crm_note_id": key},
-                {"$setOnInsert": doc},
+                {"$setOnInsert": {**doc, "_id": _id}},
                 upsert=True,
             )
-            for key, doc in zip(keys, documents, strict=True)
+            for key, doc, _id in zip(keys, documents, ids, strict=True)
         ]
         codes: dict[int, str] = {}
         chunk = self._max_ops()
@@ -156,13 +162,15 @@ class CdpMongo(dg.ConfigurableResource):
                 codes.update({start + i: type(exc).__name__ for i in range(len(part))})
         after = self._existing(company_sso_id, keys)
         result = BulkUpsertResult()
-        for index, key in enumerate(keys):
+        for index, (key, _id) in enumerate(zip(keys, ids, strict=True)):
             if key in before:
                 result.matched.add(index)
-            elif key in after:
-                result.upserted.add(index)
-            else:
+            elif key not in after:
                 result.errors[index] = codes.get(index, "write error")
+            elif after[key] == _id:
+                result.upserted.add(index)
+            else:  # inserted by another writer after our first read
+                result.matched.add(index)
         return result
 
     def _max_ops(self) -> int:
@@ -170,12 +178,13 @@ class CdpMongo(dg.ConfigurableResource):
             self._max_bulk_ops = max_bulk_write_ops(self.notes)
         return self._max_bulk_ops
 
-    def _existing(self, company_sso_id: str, keys: Sequence[str]) -> set[str]:
+    def _existing(self, company_sso_id: str, keys: Sequence[str]) -> dict[str, Any]:
+        """legacy_crm_note_id → stored ``_id`` of the company's notes among ``keys``."""
         cursor = self.notes.find(
             {"company_sso_id": company_sso_id, "legacy_crm_note_id": {"$in": list(keys)}},
-            {"legacy_crm_note_id": 1, "_id": 0},
+            {"legacy_crm_note_id": 1, "_id": 1},
         )
-        return {doc["legacy_crm_note_id"] for doc in cursor}
+        return {doc["legacy_crm_note_id"]: doc["_id"] for doc in cursor}
 
     def count_migrated(self, company_sso_id: str) -> int:
         """Notes of the company that carry a legacy id (the validation's target count)."""
