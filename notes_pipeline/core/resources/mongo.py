@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
 from bson import ObjectId
+from pydantic import Field, PrivateAttr
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, PyMongoError
 
