@@ -1,5 +1,7 @@
 """Issue #12 item 3 in the suite: the cheaper faults, each followed by a re-run and the checks
-"0 duplicates, 0 lost, counts add up, status right" (``devtools.faults.check_cid``).
+"0 duplicates, 0 lost, counts add up, status right" (``devtools.faults.check_cid``); and the
+two product bugs the faults found (counts under two writers; the webserver's storage after a
+PostgreSQL restart).
 
 * ``kill -9`` of the run worker at random points of the load, 10 times on one CID;
 * two run workers loading the same CID at once (bypassing the run queue): one copy per note,
@@ -20,10 +22,12 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import boto3
 import dagster as dg
+import psycopg2
 import pytest
 import yaml
 from crm_fixtures import PNG, FixtureNote, FixtureOrg, install_fresh
@@ -198,6 +202,42 @@ def test_a_note_another_writer_inserted_meanwhile_is_matched_not_upserted(mongo_
     mongo_db.contact_notes.delete_many({"company_sso_id": company})
 
 
+# --------------------------------------------------------------------------- PostgreSQL restart
+def test_the_webservers_storage_outlives_a_postgres_restart(stack_env, tmp_path):
+    """What a PostgreSQL restart does to dagster-webserver's held connections (every backend
+    of the Dagster database ends), without restarting the server the session uses: the next
+    call on each storage still answers. Before the fix the webserver's first launch after a
+    restart created its run and failed to enqueue it (a run NOT_STARTED for good)."""
+    project = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"storage": project["storage"]}))
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        instance.optimize_for_webserver(statement_timeout=5000, pool_recycle=3600, max_overflow=20)
+        calls = {
+            "runs": lambda: instance.get_runs(limit=1),
+            "events": lambda: instance.all_logs("no-such-run"),
+            "schedules": lambda: instance.all_instigator_state(),
+        }
+        for call in calls.values():
+            call()  # each storage now holds its connection
+        dsn = (
+            f"postgresql://{stack_env['DAGSTER_PG_USER']}:{stack_env['DAGSTER_PG_PASSWORD']}"
+            f"@{stack_env['DAGSTER_PG_HOST']}:{stack_env['DAGSTER_PG_PORT']}"
+            f"/{stack_env['DAGSTER_PG_DB']}"
+        )
+        with closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cur.fetchone()[0] >= 3
+        for call in calls.values():
+            call()  # raised OperationalError (server closed the connection) before the fix
+    finally:
+        instance.dispose()
+
+
 # --------------------------------------------------------------------------- kill -9
 def test_kill9_of_the_run_worker_at_random_points_of_the_load(instance, workspace, stack_env, s3):
     """Ten rounds on one CID: load from an empty CDP, SIGKILL the run worker once a random
@@ -217,8 +257,10 @@ def test_kill9_of_the_run_worker_at_random_points_of_the_load(instance, workspac
             lambda run_id=run_id: faults.run_worker_pid(instance, run_id), "worker pid", 60
         )
         faults.wait_for(
-            lambda run_id=run_id, target=target: faults.step_started(instance, run_id)
-            and notes.count_documents({"company_sso_id": fixture.company_sso_id}) >= target,
+            lambda run_id=run_id, target=target: (
+                faults.step_started(instance, run_id)
+                and notes.count_documents({"company_sso_id": fixture.company_sso_id}) >= target
+            ),
             f"{target} notes in CDP",
             RUN_TIMEOUT_S,
             interval_s=0.01,
