@@ -471,13 +471,14 @@ def fault_s3_outage(ctx: Ctx) -> dict:
         interval_s=0.05,
         give_up=lambda: faults.run_ended(ctx.instance, run_id),
     )
-    at_pause = count(ctx, cid)
     faults.stack_service("pause", "s3", ctx.caller_env)
     paused_at = time.monotonic()
+    at_pause = count(ctx, cid)
     try:
+        # two more batches: the second one copied its attachments while S3 was away
         faults.wait_for(
-            lambda: count(ctx, cid) >= at_pause + batch,
-            "a batch written while S3 is away",
+            lambda: count(ctx, cid) >= at_pause + 2 * batch,
+            "a whole batch copied and written while S3 is away",
             ctx.remaining(600),
             interval_s=0.2,
             give_up=lambda: faults.run_ended(ctx.instance, run_id),
@@ -499,6 +500,13 @@ def fault_s3_outage(ctx: Ctx) -> dict:
         "failure_codes_known": all(code in set(AttachmentCode) for code in by_reason),
     }
     notes_check = check(ctx, cid)  # the notes themselves: all written, counts add up
+    outage_codes = (
+        AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED,
+        AttachmentCode.ATTACHMENT_UPLOAD_FAILED,
+    )
+    first["attachments_failed_by_the_outage"] = sum(by_reason.get(c, 0) for c in outage_codes)
+    if not first["attachments_failed_by_the_outage"] or not first["failure_codes_known"]:
+        notes_check.problems.append("the outage failed no attachment with a known code")
     log(f"  faulted run: {run.status.value}, attachments failed by reason {by_reason}")
     after = rerun_and_check(ctx, cid, batch_size=batch)
     rerun_load = after["rerun"]["load"]
@@ -506,13 +514,9 @@ def fault_s3_outage(ctx: Ctx) -> dict:
     if repair["feature_present"]:
         repair["repaired"] = rerun_load["attachments_repaired"]
         repair["still_failed_by_reason"] = rerun_load.get("attachments_failed_by_reason")
-        outage_failures = sum(
-            n
-            for code, n in by_reason.items()
-            if code
-            in (AttachmentCode.ATTACHMENT_DOWNLOAD_FAILED, AttachmentCode.ATTACHMENT_UPLOAD_FAILED)
+        repair["ok"] = (
+            rerun_load["attachments_repaired"] >= first["attachments_failed_by_the_outage"]
         )
-        repair["ok"] = rerun_load["attachments_repaired"] >= outage_failures
         if not repair["ok"]:
             after["check"]["problems"].append(f"attachments not repaired: {repair}")
             after["check"]["ok"] = False
@@ -883,10 +887,28 @@ def main() -> int:
     out.write_text(json.dumps(results, indent=2, default=str))
     section = figures(results)
     if args.publish and "error" not in results:
+        section = merged_with_published(section)
         log(f"published: {update_section('reliability', section)}")
     print(json.dumps(section, indent=2, default=str))
     log(f"results: {out}")
     return exit_code
+
+
+def merged_with_published(section: dict) -> dict:
+    """This run's faults over the published ones (a run of some faults keeps the others,
+    each entry with the date and command of the run that produced it)."""
+    from results_file import LATEST
+
+    published = {}
+    if LATEST.exists():
+        published = json.loads(LATEST.read_text()).get("reliability") or {}
+    merged = {**published, **section}
+    for name in FAULTS:
+        if name not in section and name in published:
+            merged[name] = published[name]
+    if "kill9" not in section and "kill9_rounds" in published:
+        merged["kill9_rounds"] = published["kill9_rounds"]
+    return merged
 
 
 def activity_logs_family() -> str:
@@ -909,9 +931,12 @@ def figures(results: dict) -> dict:
         "activity_logs": results.get("activity_logs"),
     }
     kill = results["faults"].get("kill9")
-    section["kill9_rounds"] = kill["injected"] if kill else 0
+    if kill:
+        section["kill9_rounds"] = kill["injected"]
     for name, outcome in results["faults"].items():
         entry = {k: outcome[k] for k in ("injected", "duplicates", "lost", "checks_ok", "seconds")}
+        entry["date"] = results["date"]
+        entry["command"] = section["command"]
         for extra in ("mid_load_kills", "identical", "counts_honest", "backfill_completed"):
             if extra in outcome:
                 entry[extra] = outcome[extra]
@@ -922,6 +947,10 @@ def figures(results: dict) -> dict:
             entry["notes_in_cdp_at_kill"] = [r["notes_in_cdp_at_kill"] for r in outcome["rounds"]]
         if name == "s3_outage":
             entry["attachment_repair"] = outcome["attachment_repair"]
+            entry["outage_s"] = outcome["outage_s"]
+            entry["attachments_failed_by_the_outage"] = outcome["faulted_run"].get(
+                "attachments_failed_by_the_outage"
+            )
             entry["attachments_failed_by_reason"] = outcome["faulted_run"]["load"].get(
                 "attachments_failed_by_reason"
             )

@@ -178,8 +178,7 @@ def latest_metadata(instance, asset: str, cid: str, run_id: str | None = None) -
     for record in records:
         if run_id is None or record.run_id == run_id:
             return {
-                k: getattr(v, "value", v)
-                for k, v in record.asset_materialization.metadata.items()
+                k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()
             }
     return {}
 
