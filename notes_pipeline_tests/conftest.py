@@ -38,6 +38,7 @@ STACK_TEST_FILES = frozenset(
         "test_ops.py",
         "test_pipeline_rules.py",
         "test_pipeline_stage1.py",
+        "test_reliability.py",
         "test_resource_selection.py",
         "test_run_launcher.py",
         "test_run_queue.py",

@@ -8,6 +8,15 @@
 #   scripts/stack.sh down     stop only the processes `up` started (PID files in .stack/pids)
 #   scripts/stack.sh status   print each service up/down (exit 1 if any is down)
 #   scripts/stack.sh destroy  down, then delete all stack state (data, secrets, env)
+#   scripts/stack.sh stop|start|restart SERVICE   one service (postgres, identity, s3, mongo)
+#                             that `up` started; `start` keeps .stack/env as it is
+#   scripts/stack.sh pause|resume SERVICE         SIGSTOP/SIGCONT one single-process service
+#                             (identity, s3, mongo): it keeps its port and state but answers
+#                             nothing until resumed (fault injection, RELIABILITY.md)
+#
+# moto keeps its buckets in memory: `stop s3` (or `restart s3`) loses every object, and
+# `start s3` recreates only the two empty stack buckets. To take S3 away without losing its
+# content, `pause s3` / `resume s3`.
 #
 # Everything listens on 127.0.0.1 only. State lives in ${NOTES_PIPELINE_STACK_DIR:-.stack}.
 # NOTES_PIPELINE_STACK_PORT_OFFSET (default 0) shifts every port, so a second, independent
@@ -723,17 +732,64 @@ cmd_destroy() {
     log "destroyed $STACK_DIR"
 }
 
+# One service at a time (fault injection: benchmarks/reliability.py, RELIABILITY.md).
+SERVICES="postgres identity s3 mongo"
+
+service_arg() { # name -> validated service name
+    local s
+    for s in $SERVICES; do
+        [[ "${1:-}" == "$s" ]] && { echo "$s"; return 0; }
+    done
+    die "unknown service '${1:-}' (one of: $SERVICES)"
+}
+
+require_managed() { # service: an external MongoDB is not ours to stop, start or pause
+    if [[ "$1" == mongo ]] && mongo_external_uri >/dev/null; then
+        die "mongo is external (NOTES_PIPELINE_MONGO_URI); this stack does not manage it"
+    fi
+}
+
+cmd_service() { # action service
+    local action="$1" svc
+    svc="$(service_arg "${2:-}")"
+    require_managed "$svc"
+    lock
+    mkdir -p "$PID_DIR" "$LOG_DIR"
+    load_secrets
+    case "$action" in
+        stop) "${svc/postgres/pg}_down" ;;
+        start) "${svc/postgres/pg}_up" ;;
+        restart)
+            "${svc/postgres/pg}_down"
+            "${svc/postgres/pg}_up"
+            ;;
+        pause | resume)
+            [[ "$svc" != postgres ]] || die "postgres is many processes: use stop/start/restart"
+            local pid
+            pid="$(our_pid "$svc")" || die "$svc is not running (nothing started by this stack)"
+            if [[ "$action" == pause ]]; then
+                kill -STOP "$pid"
+                log "$svc (pid $pid) paused: port open, nothing answered until resume"
+            else
+                kill -CONT "$pid"
+                log "$svc (pid $pid) resumed"
+            fi
+            ;;
+    esac
+}
+
 case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     destroy) cmd_destroy ;;
+    stop | start | restart | pause | resume) cmd_service "$1" "${2:-}" ;;
     __pg_ctl_start) # internal: run pg_ctl start as the postgres user in a fresh session
         PG_BIN="$2"
         as_pg "$PG_BIN/pg_ctl" -D "$3" -l "$4" -w -t 60 -s start
         ;;
     *)
-        echo "usage: $0 up|down|status|destroy" >&2
+        echo "usage: $0 up|down|status|destroy, or stop|start|restart|pause|resume SERVICE" >&2
         exit 2
         ;;
 esac

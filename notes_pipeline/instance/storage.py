@@ -17,13 +17,16 @@ fails with a clear message when one of them changes; the fallback is ``dagster.s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import psycopg2
 from dagster._config.config_schema import UserConfigSchema  # private (type alias only)
 from dagster._core.storage.config import pg_config  # private: dagster-postgres' config schema
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.utils import create_pg_engine, pg_url_from_config  # undocumented helpers
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 
 # One connection kept per storage; threads (daemon workers, submit pools) get overflow ones.
 # pre_ping replaces a connection the server dropped (restart, idle timeout) before it is used.
@@ -74,6 +77,7 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
             storage._engine.dispose()
             storage._engine = create_pg_engine(postgres_url, None, **POOL_SETTINGS)
+            storage.optimize_for_webserver = _checked_webserver_engine(storage)
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
@@ -99,3 +103,32 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             config_value.get("should_autocreate_tables", True),
             inst_data=inst_data,
         )
+
+
+def _ping_on_checkout(dbapi_connection, connection_record, connection_proxy) -> None:
+    """SQLAlchemy's pessimistic disconnect handling: a pooled connection the server dropped
+    raises ``DisconnectionError``, so the pool replaces it before the caller uses it."""
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except psycopg2.Error as exc:
+        raise DisconnectionError() from exc
+
+
+def _checked_webserver_engine(storage: Any) -> Callable[[int, int, int], None]:
+    """``storage.optimize_for_webserver``, whose engine is then checked before each use too.
+
+    dagster-webserver calls ``optimize_for_webserver`` on each of the three storages (not on
+    this class): dagster-postgres then builds an engine that holds one connection, with a
+    statement timeout and no check. After a PostgreSQL restart the webserver's next call on
+    each storage failed, so a launch could create its run and fail to enqueue it, leaving the
+    run ``NOT_STARTED`` for good (the monitor state counts that as in flight). RELIABILITY.md,
+    PostgreSQL restart.
+    """
+    original = storage.optimize_for_webserver
+
+    def optimize_for_webserver(statement_timeout: int, pool_recycle: int, max_overflow: int):
+        original(statement_timeout, pool_recycle, max_overflow)
+        event.listen(storage._engine, "checkout", _ping_on_checkout)
+
+    return optimize_for_webserver
