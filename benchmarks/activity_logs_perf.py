@@ -337,6 +337,17 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if not args.reuse:
             out["seed"] = seed_perf(admin, crm_db, cdp_db)
+        else:  # a fresh target: what an earlier run wrote would make every write a skip
+            from pymongo import MongoClient
+
+            with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
+                for name in (
+                    "activity_logs",
+                    "crm_activity_log_migration_jobs",
+                    "crm_activity_log_migration_locks",
+                    "crm_activity_log_migration_failures",
+                ):
+                    client[cdp_db].drop_collection(name)
         with tempfile.TemporaryDirectory(prefix="activity_logs_perf_") as home:
             for stage in [*STAGES, CEILING]:
                 command = [
