@@ -329,3 +329,49 @@ def test_no_values_in_the_error_csv_or_failures_store(stage1):
     assert all(set(row) <= allowed for row in rows)
     codes = Counter(row["reason_code"] for row in rows)
     assert "contact_not_found" in codes
+
+
+class Killed(BaseException):
+    """What a dead worker leaves behind: the load stops mid-write, nothing runs after it."""
+
+
+class DiesMidLoad(CdpMongo):
+    """Writes normally, then dies on its 6th write (several batches already in CDP)."""
+
+    def upsert_activity_logs(self, company_sso_id, documents):
+        SEEN["writes"] = SEEN.get("writes", 0) + 1
+        if SEEN["writes"] == 6:
+            raise Killed
+        return super().upsert_activity_logs(company_sso_id, documents)
+
+
+def test_a_load_that_dies_mid_write_is_taken_over_and_resumed_without_duplicates(stage1):
+    """A crashed run (kill -9, OOM) leaves its job in_progress and the lock held; once the run
+    is no longer in flight, the next run takes the lock over, halts the dead job
+    (run_not_in_flight) and resumes after its last_audit_id: every planned record ends in CDP
+    exactly once and the counts add up."""
+    cid, company = 1001, company_of(stage1, 1001)
+    _clean(company)
+    SEEN.clear()
+    died = migrate(cid, DiesMidLoad(**mongo().model_dump()), write_concurrency=1)
+    assert not died.success and "Killed" in failure_text(died)
+    db = cdp_db()
+    (dead,) = db[JOBS].find({"company_sso_id": company})
+    assert dead["status"] == "in_progress"
+    assert (
+        db["crm_activity_log_migration_locks"].find_one({"_id": company})["job_id"]
+        == (dead["job_id"])
+    )
+    written = len(stored(company))
+    assert 0 < written
+    resumed = migrate(cid)
+    assert resumed.success, failure_text(resumed)
+    assert db[JOBS].find_one({"job_id": dead["job_id"]})["halted_reason"] == "run_not_in_flight"
+    load = meta(resumed, "cdp_activity_logs_loaded")
+    plan = meta(resumed, "normalized_activity_logs")
+    assert load["resumed_from_job_id"] == dead["job_id"]
+    assert len(stored(company)) == plan["ready"]  # each exactly once (stored() asserts)
+    job = db[JOBS].find_one({"job_id": resumed.run_id})
+    total = job["records_migrated"] + job["records_skipped"] + job["records_failed"]
+    assert total == meta(resumed, "crm_audits_raw")["count"]
+    assert meta(resumed, "activity_log_validation_report")["duplicates"] == 0
