@@ -214,11 +214,6 @@ def test_only_a_completed_success_cid_refuses_a_rerun_without_the_tag(previous, 
     assert refuses_rerun(previous, tags) is refused
 
 
-def test_a_completed_success_cid_with_attachment_placeholders_may_rerun_to_repair():
-    assert refuses_rerun(S.COMPLETED_SUCCESS, {}, repairable=True) is False
-    assert refuses_rerun(S.COMPLETED_SUCCESS, {}, repairable=False) is True
-
-
 # --------------------------------------------------------------------------- PRD §8 shapes
 
 

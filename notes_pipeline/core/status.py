@@ -76,7 +76,6 @@ class CidStatus:
     attachment_success_pct: float | None = None
     owner_resolution_pct: float | None = None
     updated_at: str | None = None
-    attachments_unavailable: int | None = None
 
     def as_dict(self) -> dict:
         """Every field as a JSON-ready object (the CLI's ``--json``)."""
@@ -180,7 +179,6 @@ def _stored_status(instance: dg.DagsterInstance, cid: str, assets: StatusAssets)
             attachment_success_pct=summary.attachment_success_pct,
             owner_resolution_pct=summary.owner_resolution_pct,
             updated_at=_utc(report.timestamp),
-            attachments_unavailable=summary.attachments_unavailable,
         ), report
     loaded = _latest(instance, instance.fetch_materializations, assets.load, cid)
     if loaded and "status" in loaded.asset_materialization.metadata:  # a load, not a probe
@@ -219,16 +217,11 @@ def force_rerun_requested(tags: Mapping[str, str]) -> bool:
     return tags.get(FORCE_RERUN_TAG, "").strip().lower() == "true"
 
 
-def refuses_rerun(previous: str, tags: Mapping[str, str], repairable: bool = False) -> bool:
+def refuses_rerun(previous: str, tags: Mapping[str, str]) -> bool:
     """PRD §9 row 1 / S01 ERR-2: a run must not load a CID whose settled state is
-    ``completed_success`` (``ALREADY_MIGRATED``) unless it carries the override tag, or
-    ``repairable`` (the CID still holds attachment placeholders a re-run may repair, PRD S05
-    ERR-1). Halted, completed-with-errors, rolled-back and new CIDs always load."""
-    return (
-        previous == MonitorState.COMPLETED_SUCCESS
-        and not repairable
-        and not force_rerun_requested(tags)
-    )
+    ``completed_success`` (``ALREADY_MIGRATED``) unless it carries the override tag.
+    Halted, completed-with-errors, rolled-back and new CIDs always load."""
+    return previous == MonitorState.COMPLETED_SUCCESS and not force_rerun_requested(tags)
 
 
 def prd_monitor_json(status: CidStatus) -> dict[str, Any]:

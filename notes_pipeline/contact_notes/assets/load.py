@@ -53,8 +53,7 @@ def cdp_notes_loaded(
             metadata={"reason_code": str(RunCode.FLAG_DISABLED), "cid": org.cid},
         )
     previous = settled_status(context.instance, org.cid, STATUS_ASSETS)
-    repairable = bool(previous.attachments_unavailable)
-    if refuses_rerun(previous.status, context.run.tags, repairable):
+    if refuses_rerun(previous.status, context.run.tags):
         refusal = RunRefusal(str(RunCode.ALREADY_MIGRATED), org.cid, previous.run_id)
         context.log_event(
             dg.AssetObservation(

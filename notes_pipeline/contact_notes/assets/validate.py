@@ -92,7 +92,6 @@ def validation_report(
         error_log_url=attachment_storage.location(inputs.error_log_key),
         attachment_success_pct=report.attachment_success_pct,
         owner_resolution_pct=report.owner_resolution_pct,
-        attachments_unavailable=report.attachments_unavailable,
     )
     metadata = {
         **summary.to_metadata(),
