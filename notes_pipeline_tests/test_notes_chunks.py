@@ -208,3 +208,11 @@ def test_the_report_keeps_a_digest_per_stored_note_never_its_content():
     fidelity = split_by_cause(iter(plans), index)  # a one-shot stream of the plan
     assert fidelity.mismatched == [{"legacy_crm_note_id": f"{CID}001", "fields": "note"}]
     assert fidelity.drift == [] and fidelity.attachments_unavailable == 0
+
+
+def test_the_stored_pass_also_finds_duplicate_legacy_ids():
+    first, second = ready_plan(1).document or {}, ready_plan(2).document or {}
+    index = index_stored([first, second, dict(first), dict(first)])
+    assert sorted(index) == [f"{CID}001", f"{CID}002"]
+    assert index.duplicates == {f"{CID}001"}
+    assert index_stored([first, second]).duplicates == set()

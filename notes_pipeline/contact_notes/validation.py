@@ -86,7 +86,14 @@ class StoredDigest(NamedTuple):
     attachments: tuple[Any, ...]
 
 
-StoredIndex = dict[str, StoredDigest]
+class StoredIndex(dict[str, StoredDigest]):
+    """legacy id → ``StoredDigest`` of the company's migrated notes, plus ``duplicates``:
+    the legacy ids stored more than once (SPEC "Validation" duplicate scan), found in the same
+    pass."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.duplicates: set[str] = set()
 
 
 def _field_digests(values: Sequence[Any]) -> bytes:
@@ -96,12 +103,15 @@ def _field_digests(values: Sequence[Any]) -> bytes:
 def index_stored(documents: Iterable[Mapping[str, Any]]) -> StoredIndex:
     """One pass over the company's migrated documents (e.g. ``CdpMongo.iter_migrated``):
     legacy id → ``StoredDigest``. Memory: ~250 bytes per note plus its attachment entries,
-    never the note content. A legacy id stored twice keeps its first document (duplicates
-    are reported by the duplicate scan)."""
-    index: StoredIndex = {}
+    never the note content. A legacy id stored twice keeps its first document and is listed
+    in ``duplicates`` (so the report needs no separate `$group` scan)."""
+    index = StoredIndex()
     for doc in documents:
         key = doc.get(KEY)
-        if key is None or key in index:
+        if key is None:
+            continue
+        if str(key) in index:
+            index.duplicates.add(str(key))
             continue
         index[str(key)] = StoredDigest(
             _field_digests(

@@ -55,17 +55,18 @@ def validation_report(
     count placeholders replaced by this run and still held by the CID's notes.
 
     Reads the company's migrated notes once (one company-scoped query, no `$in`), keeping a
-    compact digest per note (``validation.index_stored``), and streams the plan once against
-    it: memory does not grow with the notes' content.
+    compact digest per note and the duplicate legacy ids (``validation.index_stored``), and
+    streams the plan once against it: memory does not grow with the notes' content.
     """
     started = time.monotonic()
     org = normalized_notes.org
     source = with_retries(lambda: crm.count_in_scope_notes(org.cid, settings.allowed_note_type_ids))
+    stored = index_stored(cdp_mongo.iter_migrated(org.company_sso_id))
     inputs = ReportInputs(
         source_count=source,
         target_count=with_retries(lambda: cdp_mongo.count_migrated(org.company_sso_id)),
-        stored=index_stored(cdp_mongo.iter_migrated(org.company_sso_id)),
-        duplicate_legacy_ids=cdp_mongo.duplicate_legacy_ids(org.company_sso_id),
+        stored=stored,
+        duplicate_legacy_ids=sorted(stored.duplicates),
         error_log_key=f"_migration_reports/{org.cid}/{context.run.run_id}/error_log.csv",
         match_threshold_pct=settings.match_threshold_pct,
         failure_threshold_pct=settings.failure_threshold_pct,
