@@ -71,7 +71,7 @@ def test_halted_cid_recovers_to_success_without_duplicates(db):
         halted = run_cid(cid, stack_resources(mongo=mongo, batch_size=50), raise_on_error=False)
         load = halted.output_for_node("cdp_notes_loaded")
         assert load.status == MonitorState.HALTED and load.batches == 1
-        assert sum(1 for o in load.outcomes if o.outcome == "not_attempted") == 150
+        assert load.count(Outcome.NOT_ATTEMPTED) == len(load.not_attempted) == 150
         assert check_results(halted)["load_failure_rate"].passed is False
         status = status_json(cid)
         assert status["status"] == MonitorState.HALTED

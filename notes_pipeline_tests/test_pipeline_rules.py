@@ -180,7 +180,7 @@ def test_upload_failure_drops_only_the_attachment(db):
     assert [f.reason_code for f in load.attachment_failures] == [
         AttachmentCode.ATTACHMENT_UPLOAD_FAILED
     ]
-    assert [o.outcome for o in load.outcomes] == [Outcome.MIGRATED]
+    assert load.counts == {Outcome.MIGRATED: 1} and load.unwritten == []
     doc = db.contact_notes.find_one({"company_sso_id": org.company_sso_id})
     assert doc["attachments"] == [
         {
@@ -204,12 +204,10 @@ def test_write_errors_become_batch_insert_failed_after_one_retry(db):
             uri=os.environ["NOTES_PIPELINE_MONGO_URI"], database=db.name, blocked=["990104003"]
         )
         result = run_cid(str(org.cid), stack_resources(mongo=mongo, **RELAXED))
-        outcomes = {
-            o.legacy_crm_note_id: (o.outcome, o.reason_code)
-            for o in result.output_for_node("cdp_notes_loaded").outcomes
-        }
-        assert outcomes["990104003"] == (Outcome.FAILED, NoteCode.BATCH_INSERT_FAILED)
-        assert sum(1 for o, _ in outcomes.values() if o == Outcome.MIGRATED) == 9
+        load = result.output_for_node("cdp_notes_loaded")
+        unwritten = [(o.legacy_crm_note_id, o.outcome, o.reason_code) for o in load.unwritten]
+        assert unwritten == [("990104003", Outcome.FAILED, NoteCode.BATCH_INSERT_FAILED)]
+        assert load.counts == {Outcome.MIGRATED: 9, Outcome.FAILED: 1}
         assert_counts_add_up(result)
     finally:
         db.contact_notes.delete_many({"company_sso_id": org.company_sso_id})

@@ -187,7 +187,7 @@ def test_owner_change_in_the_crm_is_drift_identity_change_is_a_mismatch():
 
 
 def report_for(plans, docs):
-    load = LoadResult(
+    load = LoadResult.from_outcomes(
         ORG.cid,
         ORG.company_sso_id,
         LoadStatus.LOADED,

@@ -69,7 +69,7 @@ def normalized() -> NormalizedNotes:
 
 
 def load(*outcomes: NoteOutcome, status=LoadStatus.LOADED) -> LoadResult:
-    return LoadResult(ORG.cid, ORG.company_sso_id, status, list(outcomes))
+    return LoadResult.from_outcomes(ORG.cid, ORG.company_sso_id, status, outcomes)
 
 
 def test_rates_in_their_units():

@@ -4,9 +4,10 @@ and the repair of attachment placeholders in notes an earlier run migrated (issu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from notes_pipeline.contact_notes import events
@@ -30,7 +31,7 @@ from notes_pipeline.contact_notes.rules.attachments import (
     stored_content_type,
 )
 from notes_pipeline.core.crm_records import Organization
-from notes_pipeline.core.rates import batches, exceeds_failure_threshold
+from notes_pipeline.core.rates import exceeds_failure_threshold, iter_batches
 from notes_pipeline.core.resources.attachment_download import AttachmentError, GuardedDownloader
 from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
@@ -199,39 +200,48 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
     return merged
 
 
-def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
-    """Write every READY plan in batches; stop (halt) once the write failure rate is exceeded.
+def load_ready_notes(
+    ctx: LoadContext, plans: Iterable[NotePlan], total_ready: int | None = None
+) -> LoadResult:
+    """Write every READY plan of ``plans`` (streamed once, in order) in batches; stop (halt)
+    once the write failure rate is exceeded, counting the remaining ready plans NOT_ATTEMPTED.
 
-    Before the first batch, one company-scoped query finds the CID's migrated notes that hold
-    attachment placeholders; a note of those that a batch skips (already there) gets its
-    placeholders repaired (``repair_placeholders``), so a batch's cost does not depend on the
-    collection's size. ``PyMongoError`` of that query propagates (nothing written yet).
+    Memory is one batch plus the compact ``LoadResult`` (counts; only unwritten notes and
+    attachment failures are kept). ``total_ready``: the ready plans, for progress
+    (``on_batch``); counted as they stream when None. Before the first batch, one
+    company-scoped query finds the CID's migrated notes that hold attachment placeholders; a
+    note of those that a batch skips (already there) gets its placeholders repaired
+    (``repair_placeholders``), so a batch's cost does not depend on the collection's size.
+    ``PyMongoError`` of that query propagates (nothing written yet).
     """
     started = time.monotonic()
-    ready = [plan for plan in plans if plan.ready]
     result = LoadResult(
         cid=ctx.org.cid, company_sso_id=ctx.org.company_sso_id, status=LoadStatus.LOADED
     )
-    with_placeholders = (
-        ctx.mongo.notes_with_unavailable_attachments(ctx.org.company_sso_id) if ready else {}
-    )
-    for plan in ready:
-        for dropped in plan.dropped_attachments:
-            _attachment_failed(
-                ctx,
-                result,
-                plan,
-                dropped.asset_id,
-                dropped.attachment_type,
-                dropped.reason_code,
-                dropped.details,
-            )
-    result.attachments_planned = sum(len(p.attachments) for p in ready)  # rule drops excluded
+    ready = (plan for plan in plans if plan.ready)
+    first = next(ready, None)
+    if first is None:
+        result.duration_seconds = time.monotonic() - started
+        return result
+    with_placeholders = ctx.mongo.notes_with_unavailable_attachments(ctx.org.company_sso_id)
+    dropped_failures = LoadResult(result.cid, result.company_sso_id, result.status)
     migrated = skipped = failed = 0
     processed = 0
-    all_batches = batches(ready, ctx.batch_size)
     with ThreadPoolExecutor(max_workers=max(1, ctx.attachment_workers)) as pool:
+        all_batches = iter_batches(chain([first], ready), ctx.batch_size)
         for number, batch in enumerate(all_batches, start=1):
+            for plan in batch:
+                for dropped in plan.dropped_attachments:  # rule drops: listed first at the end
+                    _attachment_failed(
+                        ctx,
+                        dropped_failures,
+                        plan,
+                        dropped.asset_id,
+                        dropped.attachment_type,
+                        dropped.reason_code,
+                        dropped.details,
+                    )
+                result.attachments_planned += len(plan.attachments)  # rule drops excluded
             documents, copied = _attach_batch(ctx, batch, result, pool)
             written = upsert_with_retry(ctx, documents)
             for index, plan in enumerate(batch):
@@ -261,7 +271,7 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                     stored = with_placeholders.get(plan.legacy_crm_note_id)
                     if stored:
                         repair_placeholders(ctx, result, plan, stored, copied[index])
-                result.outcomes.append(outcome)
+                result.record(outcome)
             processed += len(batch)
             result.batches = number
             events.emit(
@@ -274,7 +284,7 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                 failed_in_batch=len(written.errors),
             )
             if ctx.on_batch:
-                ctx.on_batch(processed, len(ready))
+                ctx.on_batch(processed, total_ready if total_ready is not None else processed)
             if exceeds_failure_threshold(failed, migrated, skipped, ctx.failure_threshold_pct):
                 result.status = LoadStatus.HALTED
                 events.emit(
@@ -284,10 +294,20 @@ def load_ready_notes(ctx: LoadContext, plans: Sequence[NotePlan]) -> LoadResult:
                     cid=ctx.org.cid,
                     failure_rate=result.load_failure_rate_pct,
                 )
-                for plan in ready[processed:]:
-                    result.outcomes.append(
-                        NoteOutcome(plan.legacy_crm_note_id, Outcome.NOT_ATTEMPTED)
-                    )
+                for plan in ready:
+                    for dropped in plan.dropped_attachments:
+                        _attachment_failed(
+                            ctx,
+                            dropped_failures,
+                            plan,
+                            dropped.asset_id,
+                            dropped.attachment_type,
+                            dropped.reason_code,
+                            dropped.details,
+                        )
+                    result.attachments_planned += len(plan.attachments)
+                    result.record(NoteOutcome(plan.legacy_crm_note_id, Outcome.NOT_ATTEMPTED))
                 break
+    result.attachment_failures = dropped_failures.attachment_failures + result.attachment_failures
     result.duration_seconds = time.monotonic() - started
     return result

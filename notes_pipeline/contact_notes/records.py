@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from notes_pipeline.contact_notes.reason_codes import NoteCode
+from notes_pipeline.core.chunks import ChunkedRecords
 from notes_pipeline.core.crm_records import CrmNote, Organization
 from notes_pipeline.core.rates import failure_rate_pct, pct
 from notes_pipeline.core.vocabulary import LoadStatus, MonitorState, Outcome, PlanOutcome
@@ -98,17 +100,24 @@ class AttachmentFailure:
 
 @dataclass
 class LoadResult:
-    """What cdp_notes_loaded did for one CID: an outcome per ready note, dropped attachments.
+    """What cdp_notes_loaded did for one CID, compact whatever the CID's size.
 
+    ``counts``: ready notes per outcome (MIGRATED / SKIPPED / FAILED / NOT_ATTEMPTED);
+    ``unwritten``: one ``NoteOutcome`` per ready note that was not written — FAILED
+    (BATCH_INSERT_FAILED, with details) or NOT_ATTEMPTED after a halt — in load order; notes
+    written or skipped are counted only (the report reads their documents from CDP).
+    ``attachment_failures``: dropped attachments (rule drops first, then copy/repair failures).
     ``attachments_copied``: planned attachments this run copied and linked (a copy whose
     placeholder could not be replaced is a failure instead); ``attachments_repaired``: of
     those, placeholders of already-migrated notes replaced by their real entry (issue #12).
+    ``owners_unresolved`` / ``checkins_dropped``: of the ready notes streamed.
     """
 
     cid: str
     company_sso_id: str
     status: LoadStatus
-    outcomes: list[NoteOutcome] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    unwritten: list[NoteOutcome] = field(default_factory=list)
     attachment_failures: list[AttachmentFailure] = field(default_factory=list)
     attachments_planned: int = 0
     attachments_copied: int = 0
@@ -116,14 +125,41 @@ class LoadResult:
     batches: int = 0
     duration_seconds: float = 0.0
 
+    @classmethod
+    def from_outcomes(
+        cls,
+        cid: str,
+        company_sso_id: str,
+        status: LoadStatus,
+        outcomes: Iterable[NoteOutcome],
+        **fields: Any,
+    ) -> LoadResult:
+        """A result that recorded ``outcomes`` in order (tests, tools); ``fields`` are the
+        other attributes."""
+        result = cls(cid, company_sso_id, status, **fields)
+        for outcome in outcomes:
+            result.record(outcome)
+        return result
+
+    def record(self, outcome: NoteOutcome) -> None:
+        """Count ``outcome``; keep it when the note was not written (FAILED, NOT_ATTEMPTED)."""
+        self.counts[Outcome(outcome.outcome)] += 1
+        if outcome.outcome in (Outcome.FAILED, Outcome.NOT_ATTEMPTED):
+            self.unwritten.append(outcome)
+
     def count(self, outcome: Outcome) -> int:
         """Notes of this load that ended in ``outcome``."""
-        return sum(1 for o in self.outcomes if o.outcome == outcome)
+        return self.counts.get(Outcome(outcome), 0)
 
     @property
     def failed(self) -> list[NoteOutcome]:
         """Notes whose write failed (BATCH_INSERT_FAILED)."""
-        return [o for o in self.outcomes if o.outcome == Outcome.FAILED]
+        return [o for o in self.unwritten if o.outcome == Outcome.FAILED]
+
+    @property
+    def not_attempted(self) -> list[NoteOutcome]:
+        """Ready notes left unwritten after a halt, in load order."""
+        return [o for o in self.unwritten if o.outcome == Outcome.NOT_ATTEMPTED]
 
     @property
     def failed_by_reason(self) -> Counter:
@@ -134,38 +170,108 @@ class LoadResult:
     def load_failure_rate_pct(self) -> float:
         """Write failures over the notes attempted so far, in percent (the halt rule's rate)."""
         return failure_rate_pct(
-            len(self.failed), self.count(Outcome.MIGRATED), self.count(Outcome.SKIPPED)
+            self.count(Outcome.FAILED), self.count(Outcome.MIGRATED), self.count(Outcome.SKIPPED)
         )
 
 
 @dataclass(frozen=True)
 class CrmExtract:
-    """crm_notes_raw: one CID's organization and every note of it, in id order."""
+    """crm_notes_raw: one CID's organization and every note of it, in id order.
+
+    ``notes``: a ``ChunkedRecords[CrmNote]`` handle in a run (iterate it: one CRM page in
+    memory at a time), or any sequence of notes (tests, tools).
+    """
 
     org: Organization
-    notes: tuple[CrmNote, ...]
+    notes: ChunkedRecords[CrmNote] | tuple[CrmNote, ...]
+
+
+@dataclass
+class PlanTally:
+    """One pass over a CID's plans: what the metadata, checks, load and report need, without
+    the plans. ``failures``: the FAILED plans (no document: small), in source order;
+    ``by_outcome`` plans per ``PlanOutcome``; ``out_of_scope_by_reason`` per scope code;
+    over READY plans: ``owners_unresolved``, ``checkins_dropped``, ``attachments_planned``,
+    ``attachments_dropped``."""
+
+    total: int = 0
+    by_outcome: Counter = field(default_factory=Counter)
+    out_of_scope_by_reason: Counter = field(default_factory=Counter)
+    failures: list[NotePlan] = field(default_factory=list)
+    owners_unresolved: int = 0
+    checkins_dropped: int = 0
+    attachments_planned: int = 0
+    attachments_dropped: int = 0
+
+    def add(self, plan: NotePlan) -> None:
+        """Count one plan (the tally is built while the plans are written)."""
+        self.total += 1
+        self.by_outcome[PlanOutcome(plan.outcome)] += 1
+        if plan.failed:
+            self.failures.append(plan)
+        elif plan.outcome == PlanOutcome.OUT_OF_SCOPE:
+            self.out_of_scope_by_reason[plan.reason_code] += 1
+        elif plan.ready:
+            self.owners_unresolved += not plan.owner_resolved
+            self.checkins_dropped += plan.checkin_dropped
+            self.attachments_planned += len(plan.attachments)
+            self.attachments_dropped += len(plan.dropped_attachments)
+
+    @classmethod
+    def of(cls, plans: Iterable[NotePlan]) -> PlanTally:
+        """The tally of ``plans`` (one pass)."""
+        tally = cls()
+        for plan in plans:
+            tally.add(plan)
+        return tally
 
 
 @dataclass(frozen=True)
 class NormalizedNotes:
-    """normalized_notes: one plan per source note of the CID."""
+    """normalized_notes: one plan per source note of the CID, in source order.
+
+    ``plans``: a ``ChunkedRecords[NotePlan]`` handle in a run, or any sequence (tests);
+    ``tally``: their one-pass ``PlanTally`` (computed from ``plans`` when not given). Counts
+    and failures come from the tally; ``iter_ready()`` streams the ready plans (memory: one
+    frame); ``ready`` materializes them (tests and tools only).
+    """
 
     org: Organization
-    plans: tuple[NotePlan, ...]
+    plans: ChunkedRecords[NotePlan] | tuple[NotePlan, ...]
+    tally: PlanTally | None = None
+
+    def __post_init__(self) -> None:
+        if self.tally is None:
+            object.__setattr__(self, "tally", PlanTally.of(self.plans))
+
+    @property
+    def _tally(self) -> PlanTally:
+        assert self.tally is not None  # set by __post_init__
+        return self.tally
 
     def count(self, outcome: PlanOutcome) -> int:
         """Plans with ``outcome``."""
-        return sum(1 for p in self.plans if p.outcome == outcome)
+        return self._tally.by_outcome.get(PlanOutcome(outcome), 0)
+
+    @property
+    def total(self) -> int:
+        """Source notes (plans) of the CID."""
+        return self._tally.total
+
+    def iter_ready(self) -> Iterator[NotePlan]:
+        """Plans to write, in source order, streamed (raises ``ChunksMissing`` when the
+        chunk files are gone)."""
+        return (p for p in self.plans if p.ready)
 
     @property
     def ready(self) -> list[NotePlan]:
-        """Plans to write, in source order."""
-        return [p for p in self.plans if p.ready]
+        """Plans to write, in source order (materialized: tests and tools)."""
+        return list(self.iter_ready())
 
     @property
     def failures(self) -> list[NotePlan]:
         """Plans that failed a rule."""
-        return [p for p in self.plans if p.failed]
+        return self._tally.failures
 
     @property
     def failed_by_reason(self) -> Counter:
@@ -175,13 +281,15 @@ class NormalizedNotes:
     @property
     def in_scope(self) -> int:
         """Source notes not out of scope (SPEC rule 1)."""
-        return len(self.plans) - self.count(PlanOutcome.OUT_OF_SCOPE)
+        return self.total - self.count(PlanOutcome.OUT_OF_SCOPE)
 
     @property
     def contact_misses(self) -> list[str]:
         """Legacy ids of the notes whose contact is not in CDP (CONTACT_NOT_MAPPED)."""
         return [
-            p.legacy_crm_note_id for p in self.plans if p.reason_code == NoteCode.CONTACT_NOT_MAPPED
+            p.legacy_crm_note_id
+            for p in self.failures
+            if p.reason_code == NoteCode.CONTACT_NOT_MAPPED
         ]
 
     @property

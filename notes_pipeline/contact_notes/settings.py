@@ -16,6 +16,19 @@ class MigrationSettings(SettingsBase):
         default=[1, 6], description="crm_note_type_id values in scope (default Notes, Documents)."
     )
     batch_size: int = Field(default=500, description="Notes per write batch (max 1,000).")
+    chunk_size: int = Field(
+        default=5000,
+        ge=1,
+        description="Records per stored chunk between assets (crm_notes_raw, normalized_notes): "
+        "a run holds about one chunk at a time, whatever the CID's size.",
+    )
+    contact_preload_max: int = Field(
+        default=250_000,
+        ge=0,
+        description="normalized_notes preloads the company's contacts (crm_data.id → _id, one "
+        "streamed company-scoped query per run, about 200 bytes each) when it has at most this "
+        "many; otherwise each batch looks its contacts up with `$in` (0: always `$in`).",
+    )
     failure_threshold_pct: float = Field(default=1.0, description="Halt/gate above this rate.")
     match_threshold_pct: float = Field(default=99.0, description="Validation match gate.")
     coverage_threshold_pct: float = Field(default=99.0, description="Contact coverage gate.")

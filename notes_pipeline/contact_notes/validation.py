@@ -1,15 +1,19 @@
 """Validation of one CID (SPEC "Validation"): counts, match, failure rate, fidelity, error log.
 
 Pure functions: ``build_report`` assembles the ``ValidationReport`` from what the asset read
-(counts, stored documents, duplicates); pandas does the keyed fidelity diff and the CSV.
+(counts, the stored notes' digests, duplicates). Memory: ``index_stored`` keeps a compact
+digest per stored note (never its content), the plans are streamed once against it, and
+the load result is compact (counts, unwritten notes): nothing grows with a note's content
+or holds the CID's documents. pandas writes the CSV.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -21,7 +25,7 @@ from notes_pipeline.contact_notes.records import (
     NotePlan,
     ValidationReport,
 )
-from notes_pipeline.contact_notes.rules.fingerprint import source_changed
+from notes_pipeline.contact_notes.rules.fingerprint import SOURCE_FINGERPRINT, source_changed
 from notes_pipeline.contact_notes.rules.html import content_hash
 from notes_pipeline.core.rates import exceeds_failure_threshold, failure_rate_pct, pct
 from notes_pipeline.core.vocabulary import (
@@ -29,6 +33,7 @@ from notes_pipeline.core.vocabulary import (
     LoadStatus,
     MonitorState,
     Outcome,
+    PlanOutcome,
     RunCode,
 )
 
@@ -40,63 +45,142 @@ SUMMARY_IDS = 20  # drifted / mismatched ids listed in the Markdown summary (all
 
 def outcome_counts(normalized: NormalizedNotes, load: LoadResult) -> Counter:
     """Source notes per final outcome (and ``not_attempted`` after a halt); they add up to the
-    CID's source total."""
+    CID's source total (from the plan tally and the load's counts: no pass over the plans)."""
     counts: Counter = Counter({o: 0 for o in FINAL_OUTCOMES})
-    counts.update(Outcome(p.outcome) for p in normalized.plans if not p.ready)
-    counts.update(o.outcome for o in load.outcomes)
+    for outcome in (PlanOutcome.OUT_OF_SCOPE, PlanOutcome.FAILED):
+        counts[Outcome(outcome)] += normalized.count(outcome)
+    counts.update({Outcome(k): v for k, v in load.counts.items() if v})
     return counts
 
 
-def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(rows, columns=list(columns)).astype(object)
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def _value_digest(value: Any) -> bytes:
+    """8 bytes standing for ``value`` (equal values of one type, equal digests; every missing
+    value — None, NaN, NaT — one digest)."""
+    if _missing(value):
+        return b"\0" * 8
+    return hashlib.blake2b(repr(value).encode(), digest_size=8).digest()
+
+
+def _fingerprint_key(value: Any) -> str | None:
+    """A stored/planned source fingerprint shortened to ``<version>:<16 hex>`` (64 bits:
+    enough to tell a change); None when absent."""
+    if not isinstance(value, str):
+        return None
+    version, _, digest = value.partition(":")
+    return f"{version}:{digest[:16]}" if digest else value
+
+
+class StoredDigest(NamedTuple):
+    """What the report keeps of one stored migrated note (never its content): ``fields``,
+    8-byte digests of ``FIDELITY_FIELDS`` then the sanitized-content hash, concatenated; the
+    shortened source ``fingerprint`` and ``updated_at`` (drift, ``source_changed``); the
+    stored ``attachments`` array (() when none)."""
+
+    fields: bytes
+    fingerprint: str | None
+    updated_at: Any
+    attachments: tuple[Any, ...]
+
+
+class StoredIndex(dict[str, StoredDigest]):
+    """legacy id → ``StoredDigest`` of the company's migrated notes, plus ``duplicates``:
+    the legacy ids stored more than once (SPEC "Validation" duplicate scan), found in the same
+    pass."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.duplicates: set[str] = set()
+
+
+def _field_digests(values: Sequence[Any]) -> bytes:
+    return b"".join(_value_digest(v) for v in values)
+
+
+def index_stored(documents: Iterable[Mapping[str, Any]]) -> StoredIndex:
+    """One pass over the company's migrated documents (e.g. ``CdpMongo.iter_migrated``):
+    legacy id → ``StoredDigest``. Memory: ~250 bytes per note plus its attachment entries,
+    never the note content. A legacy id stored twice keeps its first document and is listed
+    in ``duplicates`` (so the report needs no separate `$group` scan)."""
+    index = StoredIndex()
+    for doc in documents:
+        key = doc.get(KEY)
+        if key is None:
+            continue
+        if str(key) in index:
+            index.duplicates.add(str(key))
+            continue
+        index[str(key)] = StoredDigest(
+            _field_digests(
+                [*(doc.get(f) for f in FIDELITY_FIELDS), content_hash(doc.get("note") or "")]
+            ),
+            _fingerprint_key(doc.get(SOURCE_FINGERPRINT)),
+            doc.get("updated_at"),
+            tuple(_attachments(doc)),
+        )
+    return index
+
+
+_NAMES = (*FIDELITY_FIELDS, "note")  # "note": the sanitized-content hash
+
+
+def _diff_rows(
+    plans: Iterable[NotePlan], stored: StoredIndex
+) -> Iterator[tuple[dict[str, str] | None, bool, int]]:
+    """Per ready plan with a stored note, in plan order: (mismatch row or None, drifted,
+    placeholders the stored note holds)."""
+    for plan in plans:
+        if not plan.ready or plan.document is None:
+            continue
+        held = stored.get(plan.legacy_crm_note_id)
+        if held is None:
+            continue
+        planned = _field_digests(
+            [*(plan.document.get(f) for f in FIDELITY_FIELDS), plan.content_hash]
+        )
+        fields = [
+            name
+            for i, name in enumerate(_NAMES)
+            if planned[i * 8 : i * 8 + 8] != held.fields[i * 8 : i * 8 + 8]
+        ]
+        wanted = tuple(att.asset_id for att in plan.attachments)
+        if held_assets(held.attachments, plan.attachments) != wanted:
+            fields.append("attachments")
+        unavailable = len(unavailable_assets(held.attachments))
+        if not fields:
+            yield None, False, unavailable
+            continue
+        drifted = source_changed(
+            {
+                SOURCE_FINGERPRINT: _fingerprint_key(plan.document.get(SOURCE_FINGERPRINT)),
+                "updated_at": plan.document.get("updated_at"),
+            },
+            {SOURCE_FINGERPRINT: held.fingerprint, "updated_at": held.updated_at},
+        )
+        yield {KEY: plan.legacy_crm_note_id, "fields": ",".join(fields)}, drifted, unavailable
+
+
+def _stored_index(documents: Iterable[Mapping[str, Any]] | StoredIndex) -> StoredIndex:
+    return documents if isinstance(documents, dict) else index_stored(documents)
 
 
 def fidelity_mismatches(
-    plans: Sequence[NotePlan], documents: list[dict[str, Any]]
+    plans: Iterable[NotePlan], documents: Iterable[Mapping[str, Any]] | StoredIndex
 ) -> list[dict[str, str]]:
     """Each stored migrated note vs its plan, keyed by legacy id (SPEC "Validation"): the
     fidelity fields, the sanitized-content hash and the attachments (the planned set, in plan
     order, vs what the document holds: each planned attachment exactly once, as its real entry
     or its placeholder, and nothing else; ``attachment_entries.held_assets``). Rows
     ``{legacy_crm_note_id, fields}`` (comma-separated field names; ids and names only), in plan
-    order, whatever the cause (``split_by_cause`` tells drift from the write path)."""
-    ready = {p.legacy_crm_note_id: p for p in plans if p.ready and p.document is not None}
-    columns = [KEY, *FIDELITY_FIELDS, "content_hash", "attachments"]
-    planned = _frame(
-        [
-            {KEY: key, **{f: p.document.get(f) for f in FIDELITY_FIELDS}}
-            | {"content_hash": p.content_hash}
-            | {"attachments": tuple(att.asset_id for att in p.attachments)}
-            for key, p in ready.items()
-        ],
-        columns,
-    )
-    stored = _frame(
-        [
-            {KEY: d.get(KEY), **{f: d.get(f) for f in FIDELITY_FIELDS}}
-            | {"content_hash": content_hash(d.get("note") or "")}
-            | {"attachments": held_assets(_attachments(d), ready[d[KEY]].attachments)}
-            for d in documents
-            if d.get(KEY) in ready
-        ],
-        columns,
-    )
-    merged = planned.merge(stored, on=KEY, how="inner", suffixes=("_planned", "_stored"))
-    mismatches = []
-    names = [*FIDELITY_FIELDS, "content_hash", "attachments"]
-    for row in merged.itertuples(index=False):
-        values = row._asdict()
-        fields = [
-            "note" if name == "content_hash" else name
-            for name in names
-            if not _same(values[f"{name}_planned"], values[f"{name}_stored"])
-        ]
-        if fields:
-            mismatches.append({KEY: values[KEY], "fields": ",".join(fields)})
-    return mismatches
+    order, whatever the cause (``split_by_cause`` tells drift from the write path).
+    ``documents``: stored documents or their ``index_stored``; ``plans`` is read once."""
+    return [row for row, _, _ in _diff_rows(plans, _stored_index(documents)) if row]
 
 
-def _attachments(document: dict[str, Any]) -> list[Any]:
+def _attachments(document: Mapping[str, Any]) -> list[Any]:
     """A stored note's attachments (FerretDB drops an empty array at insert: missing = [])."""
     value = document.get("attachments")
     return list(value) if isinstance(value, list) else []
@@ -114,29 +198,21 @@ class Fidelity:
     attachments_unavailable: int
 
 
-def split_by_cause(plans: Sequence[NotePlan], documents: list[dict[str, Any]]) -> Fidelity:
+def split_by_cause(
+    plans: Iterable[NotePlan], documents: Iterable[Mapping[str, Any]] | StoredIndex
+) -> Fidelity:
     """``fidelity_mismatches`` split by cause (``rules.fingerprint.source_changed``: the
     stored source fingerprint differs from the current one, or, without one, the CRM row's
     ``updated_at`` is later than the stored one → drift; otherwise a write-path mismatch),
-    plus the placeholders the stored ready notes hold. Pure."""
-    planned = {p.legacy_crm_note_id: p.document for p in plans if p.ready and p.document}
-    stored = {d.get(KEY): d for d in documents if d.get(KEY) in planned}
+    plus the placeholders the stored ready notes hold. One pass over ``plans`` (streamed:
+    memory is the stored index plus the rows)."""
     mismatched, drift = [], []
-    for row in fidelity_mismatches(plans, documents):
-        key = row[KEY]
-        (drift if source_changed(planned[key], stored[key]) else mismatched).append(row)
-    unavailable = sum(len(unavailable_assets(_attachments(d))) for d in stored.values())
+    unavailable = 0
+    for row, drifted, held in _diff_rows(plans, _stored_index(documents)):
+        unavailable += held
+        if row is not None:
+            (drift if drifted else mismatched).append(row)
     return Fidelity(mismatched, drift, unavailable)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
-
-
-def _same(planned: Any, stored: Any) -> bool:
-    if _missing(planned) or _missing(stored):
-        return _missing(planned) and _missing(stored)
-    return bool(planned == stored)
 
 
 def error_log_csv(
@@ -152,8 +228,7 @@ def error_log_csv(
     rows += [[o.legacy_crm_note_id, o.reason_code, o.details] for o in load.failed]
     rows += [
         [o.legacy_crm_note_id, LoadStatus.HALTED, "not attempted after halt"]
-        for o in load.outcomes
-        if o.outcome == Outcome.NOT_ATTEMPTED
+        for o in load.not_attempted
     ]
     rows += [
         [f.legacy_crm_note_id, f.reason_code, f"asset={f.asset_id} type={f.attachment_type}"]
@@ -206,7 +281,7 @@ class ReportInputs:
 
     source_count: int | None  # in-scope notes recounted in the CRM; None = unavailable
     target_count: int | None  # migrated notes of the company in CDP; None = unavailable
-    stored: list[dict[str, Any]]  # the migrated documents of the CID's ready notes
+    stored: StoredIndex | list[dict[str, Any]]  # index_stored of the company's migrated notes
     duplicate_legacy_ids: list[str]
     error_log_key: str
     match_threshold_pct: float
@@ -222,9 +297,11 @@ def build_report(
     skipped = inputs.source_count is None or inputs.target_count is None
     match = None if skipped else pct(inputs.target_count, inputs.source_count)
     counts = outcome_counts(normalized, load)
-    fidelity = split_by_cause(normalized.plans, inputs.stored)
+    fidelity = split_by_cause(normalized.plans, inputs.stored)  # the one pass over the plans
     csv_bytes, error_rows = error_log_csv(normalized, load, fidelity)
-    ready = normalized.ready
+    ready = normalized.count(PlanOutcome.READY)
+    tally = normalized.tally
+    assert tally is not None  # NormalizedNotes always has one
     report = ValidationReport(
         cid=org.cid,
         company_sso_id=org.company_sso_id,
@@ -251,8 +328,8 @@ def build_report(
         attachments_planned=load.attachments_planned,
         attachments_copied=load.attachments_copied,
         attachment_success_pct=pct(load.attachments_copied, load.attachments_planned),
-        owner_resolution_pct=pct(sum(1 for p in ready if p.owner_resolved), len(ready)),
-        checkins_dropped=sum(1 for p in ready if p.checkin_dropped),
+        owner_resolution_pct=pct(ready - tally.owners_unresolved, ready),
+        checkins_dropped=tally.checkins_dropped,
         duplicate_legacy_ids=inputs.duplicate_legacy_ids,
         fidelity_mismatches=fidelity.mismatched,
         source_drift=fidelity.drift,

@@ -6,7 +6,8 @@ the load halts, the load check fails and the report is not a success.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,6 +21,14 @@ def pct(part: int, whole: int) -> float:
 def batches(items: Sequence[T], size: int) -> list[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size`` (``size`` ≥ 1)."""
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def iter_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` (any iterable, read lazily) in consecutive lists of at most ``size``
+    (``size`` ≥ 1): memory is one batch."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def failure_rate(failed: int, migrated: int, skipped: int) -> float:

@@ -97,10 +97,13 @@ def cdp_notes_loaded(
         on_batch=report_progress,
     )
     try:
-        result = load_ready_notes(ctx, normalized_notes.plans)
+        result = load_ready_notes(
+            ctx, normalized_notes.plans, normalized_notes.count(PlanOutcome.READY)
+        )
     finally:
         downloader.close()
-    ready = normalized_notes.ready
+    tally = normalized_notes.tally
+    assert tally is not None  # NormalizedNotes always has one
     summary = LoadSummary(result.status, result.load_failure_rate_pct)
     metadata = {
         **summary.to_metadata(),
@@ -115,7 +118,7 @@ def cdp_notes_loaded(
         ),
         "out_of_scope": normalized_notes.count(PlanOutcome.OUT_OF_SCOPE),
         "not_attempted": result.count(Outcome.NOT_ATTEMPTED),
-        "source_total": len(normalized_notes.plans),
+        "source_total": normalized_notes.total,
         "attachments_planned": result.attachments_planned,
         "attachments_copied": result.attachments_copied,
         "attachments_repaired": result.attachments_repaired,
@@ -123,8 +126,8 @@ def cdp_notes_loaded(
         "attachments_failed_by_reason": dg.MetadataValue.json(
             dict(Counter(str(f.reason_code) for f in result.attachment_failures))
         ),
-        "owners_unresolved": sum(1 for p in ready if not p.owner_resolved),
-        "checkins_dropped": sum(1 for p in ready if p.checkin_dropped),
+        "owners_unresolved": tally.owners_unresolved,
+        "checkins_dropped": tally.checkins_dropped,
         "batches": result.batches,
         "duration_seconds": round(result.duration_seconds, 3),
         "index_mode": index_mode,

@@ -12,6 +12,7 @@ from notes_pipeline.contact_notes.settings import MigrationSettings
 from notes_pipeline.contact_notes.validation import (
     ReportInputs,
     build_report,
+    index_stored,
     summary_markdown,
 )
 from notes_pipeline.core.partitions import ONE_CID_PER_RUN, cid_partitions
@@ -52,16 +53,20 @@ def validation_report(
     ``WORST`` legacy ids; all are in the error log) keep write-path mismatches and CRM-side
     drift apart (issue #12 item 2); ``attachments_repaired``/``attachments_unavailable``
     count placeholders replaced by this run and still held by the CID's notes.
+
+    Reads the company's migrated notes once (one company-scoped query, no `$in`), keeping a
+    compact digest per note and the duplicate legacy ids (``validation.index_stored``), and
+    streams the plan once against it: memory does not grow with the notes' content.
     """
     started = time.monotonic()
     org = normalized_notes.org
-    ready_ids = [p.legacy_crm_note_id for p in normalized_notes.ready]
     source = with_retries(lambda: crm.count_in_scope_notes(org.cid, settings.allowed_note_type_ids))
+    stored = index_stored(cdp_mongo.iter_migrated(org.company_sso_id))
     inputs = ReportInputs(
         source_count=source,
         target_count=with_retries(lambda: cdp_mongo.count_migrated(org.company_sso_id)),
-        stored=cdp_mongo.find_migrated(org.company_sso_id, ready_ids),
-        duplicate_legacy_ids=cdp_mongo.duplicate_legacy_ids(org.company_sso_id),
+        stored=stored,
+        duplicate_legacy_ids=sorted(stored.duplicates),
         error_log_key=f"_migration_reports/{org.cid}/{context.run.run_id}/error_log.csv",
         match_threshold_pct=settings.match_threshold_pct,
         failure_threshold_pct=settings.failure_threshold_pct,

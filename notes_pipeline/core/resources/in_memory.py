@@ -219,6 +219,13 @@ class InMemoryCdpMongo(CdpMongo):
         return {pid: contacts[pid] for pid in set(crm_person_ids) if pid in contacts}
 
     @override
+    def company_contacts_by_crm_person_id(
+        self, company_sso_id: str, max_contacts: int
+    ) -> dict[str, str] | None:
+        contacts = self._store().contacts.get(company_sso_id, {})
+        return None if len(contacts) > max_contacts else dict(contacts)
+
+    @override
     def contacts_by_source_id(
         self, company_sso_id: str, source_ids: Iterable[str]
     ) -> dict[str, list[Any]]:
@@ -274,6 +281,11 @@ class InMemoryCdpMongo(CdpMongo):
         notes = self._store().contact_notes.get(company_sso_id, {})
         keys = notes.keys() if legacy_ids is None else [k for k in legacy_ids if k in notes]
         return [dict(notes[k]) for k in keys]
+
+    @override
+    def iter_migrated(self, company_sso_id: str) -> Iterator[dict[str, Any]]:
+        notes = self._store().contact_notes.get(company_sso_id, {})
+        yield from (dict(doc) for doc in list(notes.values()))
 
     @override
     def notes_with_unavailable_attachments(self, company_sso_id: str) -> dict[str, list[Any]]:

@@ -3,7 +3,7 @@ scoped by company_sso_id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -97,6 +97,27 @@ class CdpMongo(dg.ConfigurableResource):
             {"_id": 1, "crm_data.id": 1},
         )
         return {doc["crm_data"]["id"]: str(doc["_id"]) for doc in cursor}
+
+    def company_contacts_by_crm_person_id(
+        self, company_sso_id: str, max_contacts: int
+    ) -> dict[str, str] | None:
+        """Every contact of the company that carries a ``crm_data.id``: crm id → contact _id,
+        read as one streamed company-scoped query (served by the company's index; no `$in`,
+        which FerretDB does not push down). Returns None, having read nothing but a count,
+        when the company has more than ``max_contacts`` contacts (the caller then looks
+        contacts up per batch). ``PyMongoError`` propagates."""
+        scope = {"company_sso_id": company_sso_id}
+        if self._db()[CONTACTS].count_documents(scope) > max_contacts:
+            return None
+        cursor = self._db()[CONTACTS].find(
+            {**scope, "crm_data.id": {"$exists": True}}, {"_id": 1, "crm_data.id": 1}
+        )
+        found: dict[str, str] = {}
+        for doc in cursor.batch_size(5000):
+            crm_id = (doc.get("crm_data") or {}).get("id")
+            if crm_id is not None:
+                found.setdefault(crm_id, str(doc["_id"]))
+        return found
 
     def contacts_by_source_id(
         self, company_sso_id: str, source_ids: Iterable[str]
@@ -214,6 +235,12 @@ class CdpMongo(dg.ConfigurableResource):
         if legacy_ids is not None:
             query["legacy_crm_note_id"] = {"$in": list(legacy_ids)}
         return list(self.notes.find(query))
+
+    def iter_migrated(self, company_sso_id: str) -> Iterator[dict[str, Any]]:
+        """The company's migrated notes, as stored, streamed once (one company-scoped query,
+        no `$in`; memory: one cursor batch). ``PyMongoError`` propagates."""
+        query: dict[str, Any] = {"company_sso_id": company_sso_id, **MIGRATED}
+        yield from self.notes.find(query, {"_id": 0}).batch_size(1000)
 
     def notes_with_unavailable_attachments(self, company_sso_id: str) -> dict[str, list[Any]]:
         """Migrated notes of the company holding at least one attachment placeholder
