@@ -4,6 +4,7 @@ import re
 
 import dagster as dg
 
+from notes_pipeline.core.chunks import remove_chunks
 from notes_pipeline.core.resources.crm import CrmSource
 from notes_pipeline.core.resources.mongo import CdpMongo
 from notes_pipeline.core.resources.storage import AttachmentStorage
@@ -43,12 +44,17 @@ def rollback_cid_op(
         attachment_storage.list_keys(f"{org.company_sso_id}/"), note_ids
     )
     attachments_deleted = attachment_storage.delete_keys(keys)
+    # the intermediates (CRM notes and plans, which hold content) go with the rollback
+    chunk_runs = remove_chunks(
+        context.instance.storage_directory(), org.cid, ["crm_notes_raw", "normalized_notes"]
+    )
     summary = RollbackSummary(
         cid=org.cid,
         records_removed=notes_deleted,
         removed_by_kind={
             "notes_deleted": notes_deleted,
             "attachments_deleted": attachments_deleted,
+            "chunk_runs_removed": chunk_runs,
         },
     )
     context.log_event(
