@@ -179,6 +179,9 @@ def test_activity_log_stages_pass_small_handles_and_keep_only_the_latest_chunks(
         assert b"score" not in pickled and len(pickled) < 5_000, asset  # a handle, no record
     extract = first.output_for_node("crm_audits_raw")
     assert extract.audits.chunk_sizes == (3, 3, 1) and extract.extracted == 7
+    for asset in ("crm_audits_raw", "normalized_activity_logs"):
+        [event] = first.asset_materializations_for_node(asset)
+        assert event.metadata["chunks"].value == 3, asset
     plan = first.output_for_node("normalized_activity_logs")
     assert plan.entries.chunk_sizes == (3, 3, 1)
     assert [e.crm_audit_id for e in plan.iter_entries()] == [7005_000 + n for n in range(1, 8)]

@@ -121,7 +121,7 @@ class PlanTally:
     duplicate_contact_audits: int = 0
     contact_not_found_ids: list[str] = field(default_factory=list)
     failed_ids: list[str] = field(default_factory=list)
-    person_paths: dict[int, str] = field(default_factory=dict)
+    person_paths: dict[int, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, entries: Iterable[PlanEntry]) -> PlanTally:
@@ -267,7 +267,8 @@ def coverage(normalized: NormalizedActivityLogs) -> ContactCoverage:
 
 
 def extract_metadata(extract: AuditExtract, in_scope_types: list[str]) -> dict[str, Any]:
-    """``crm_audits_raw`` metadata (§15): the Stage-0 probe figures and the extraction."""
+    """``crm_audits_raw`` metadata (§15): the Stage-0 probe figures and the extraction (pages
+    read, chunk files written)."""
     probe = extract.probe
     values: dict[str, Any] = {
         "cid": extract.org.cid,
@@ -284,6 +285,7 @@ def extract_metadata(extract: AuditExtract, in_scope_types: list[str]) -> dict[s
         "first_audit_id": probe.first_id,
         "last_audit_id": probe.last_id,
         "pages": extract.pages,
+        "chunks": extract.audits.chunk_count,
         "in_scope_types": dg.MetadataValue.json(in_scope_types),
         "explain": dg.MetadataValue.json(dict(probe.explain)),
     }
