@@ -179,16 +179,16 @@ def loaded(instance, cid: str, run_id: str) -> dict:
 
 # --------------------------------------------------------------------------- counts honest
 class RacingMongo(CdpMongo):
-    """Another writer inserts every note of the call right after this one's first read."""
+    """Another writer inserts every note of the call just before this one's bulk write."""
 
-    def _existing(self, company_sso_id, keys):
-        found = super()._existing(company_sso_id, keys)
-        if not getattr(self, "_raced", False):
-            object.__setattr__(self, "_raced", True)
-            self.notes.insert_many(
-                [{"company_sso_id": company_sso_id, "legacy_crm_note_id": k} for k in keys]
-            )
-        return found
+    def upsert_notes(self, company_sso_id, documents):
+        self.notes.insert_many(
+            [
+                {"company_sso_id": company_sso_id, "legacy_crm_note_id": d["legacy_crm_note_id"]}
+                for d in documents
+            ]
+        )
+        return super().upsert_notes(company_sso_id, documents)
 
 
 def test_a_note_another_writer_inserted_meanwhile_is_matched_not_upserted(mongo_db):
