@@ -91,12 +91,14 @@ def test_a_complete_run_supersedes_older_runs_of_the_same_asset_and_cid_only(tmp
     other_cid = write_chunks(run_chunk_dir(tmp_path, "asset_a", "1002", "run-1"), rows(2), 10)
     other_asset = write_chunks(run_chunk_dir(tmp_path, "asset_b", "1001", "run-1"), rows(2), 10)
     abandoned = run_chunk_dir(tmp_path, "asset_a", "1001", "run-0")
-    abandoned.mkdir(parents=True)  # a killed worker's partial directory
+    abandoned.mkdir(parents=True)  # a killed worker's partial directory, or a writer still busy
     writer = ChunkWriter.for_run(tmp_path, "asset_a", "1001", "run-2", 10)
+    concurrent = write_chunks(run_chunk_dir(tmp_path, "asset_a", "1001", "run-3"), rows(2), 10)
     writer.append(rows(1))
     assert list(old) == rows(2)  # still readable while the new run is incomplete
     new = writer.close()
-    assert not abandoned.exists()
+    assert abandoned.exists()  # never a writer's half-written chunks: the retention clears it
+    assert list(concurrent) == rows(2)  # completed after this writer started: a concurrent run
     with pytest.raises(ChunksMissing):
         list(old)
     assert list(new) == rows(1) and list(other_cid) == rows(2) and list(other_asset) == rows(2)

@@ -94,7 +94,7 @@ def rest(doc: dict) -> bytes:
 
 
 def test_s3_outage_placeholders_are_repaired_by_one_rerun_and_only_once(db):
-    org = install_fresh(attachment_org(990801), db)
+    org = install_fresh(attachment_org(990851), db)
     cid, base = str(org.cid), org.cid * 1000
     first = run_cid(cid, stack_resources(storage=outage_storage()))
     loaded = assert_counts_add_up(first)
@@ -153,7 +153,7 @@ def test_s3_outage_placeholders_are_repaired_by_one_rerun_and_only_once(db):
 
 
 def test_crm_edit_is_drift_and_a_corrupted_document_is_a_mismatch(db):
-    org = install_fresh(attachment_org(990802), db)
+    org = install_fresh(attachment_org(990852), db)
     cid, base = str(org.cid), org.cid * 1000
     first = run_cid(cid, stack_resources())
     assert metadata(first, "validation_report")["status"] == MonitorState.COMPLETED_SUCCESS
@@ -183,7 +183,7 @@ def test_crm_edit_is_drift_and_a_corrupted_document_is_a_mismatch(db):
     assert secret not in db.contact_notes.find_one({"legacy_crm_note_id": str(base + 2)})["note"]
 
     with psycopg2.connect(os.environ["NOTES_PIPELINE_CRM_ADMIN_DSN"]) as conn, conn.cursor() as cur:
-        note = attachment_org(990802).notes[1]
+        note = attachment_org(990852).notes[1]
         cur.execute(
             "UPDATE crm_notes SET note = %s, updated_at = %s WHERE id = %s",
             (note.html, note.updated_at, base + 2),

@@ -165,6 +165,7 @@ class ChunkWriter(Generic[T]):
         self.chunk_size = chunk_size
         self._prune_siblings = prune_siblings
         self._retention = retention
+        self._started = time.time()
         self._sizes: list[int] = []
         self._file: IO[bytes] | None = None
         self._closed = False
@@ -243,7 +244,7 @@ class ChunkWriter(Generic[T]):
         (self.directory / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
         if self._prune_siblings:
             for sibling in self.directory.parent.iterdir():
-                if sibling != self.directory and sibling.is_dir():
+                if sibling != self.directory and _superseded(sibling, self._started):
                     shutil.rmtree(sibling, ignore_errors=True)
         if self._retention is not None:
             storage_dir, days = self._retention
@@ -269,6 +270,17 @@ class ChunkWriter(Generic[T]):
     ) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def _superseded(run_dir: Path, started: float) -> bool:
+    """A sibling run's chunks are superseded when they were complete before this writer
+    started. A run still writing (no manifest) or completed meanwhile (a concurrent run of
+    the same CID) keeps its chunks; the retention removes what a crash left."""
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return float(manifest.get("completed_at", 0)) < started
 
 
 def write_chunks(
