@@ -215,37 +215,6 @@ def outcome_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
     return PlanTally.of(entries).outcome_counts()
 
 
-def reason_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
-    """Skipped and failed entries per code."""
-    return _sorted(PlanTally.of(entries).codes)
-
-
-def category_action_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
-    """Ready entries per ``category/action`` (§4.2)."""
-    return _sorted(PlanTally.of(entries).category_actions)
-
-
-def actor_case_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
-    """Entries that reached the actor rule, per case A1-A4 (§4.4)."""
-    return _sorted(PlanTally.of(entries).actor_cases)
-
-
-def contact_path_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
-    """In-scope entries per contact path (§4.3 steps 4-5)."""
-    return _sorted(PlanTally.of(entries).contact_paths)
-
-
-def person_source_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
-    """In-scope entries per step that found the person id (§4.3 steps 1-3), ``none`` when
-    no step did."""
-    return _sorted(PlanTally.of(entries).person_sources)
-
-
-def unknown_tag_counts(entries: Iterable[PlanEntry]) -> dict[str, int]:
-    """Unknown ``!ruby/*`` tags dropped while parsing, summed over entries (§4.1)."""
-    return _sorted(PlanTally.of(entries).unknown_tags)
-
-
 def person_coverage(entries: Iterable[PlanEntry]) -> PersonCoverage:
     """``PersonCoverage`` of a CID's plan (``PlanTally.person_coverage``)."""
     return PlanTally.of(entries).person_coverage

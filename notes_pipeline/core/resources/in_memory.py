@@ -275,14 +275,6 @@ class InMemoryCdpMongo(CdpMongo):
         return len(self._store().contact_notes.get(company_sso_id, {}))
 
     @override
-    def find_migrated(
-        self, company_sso_id: str, legacy_ids: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        notes = self._store().contact_notes.get(company_sso_id, {})
-        keys = notes.keys() if legacy_ids is None else [k for k in legacy_ids if k in notes]
-        return [dict(notes[k]) for k in keys]
-
-    @override
     def iter_migrated(self, company_sso_id: str) -> Iterator[dict[str, Any]]:
         notes = self._store().contact_notes.get(company_sso_id, {})
         yield from (dict(doc) for doc in list(notes.values()))
@@ -329,7 +321,6 @@ class InMemoryCdpMongo(CdpMongo):
     def delete_migrated(self, company_sso_id: str) -> int:
         with self._store().lock:
             return len(self._store().contact_notes.pop(company_sso_id, {}))
-
 
     @override
     def ensure_activity_log_indexes(self) -> dict[str, str]:

@@ -227,15 +227,6 @@ class CdpMongo(dg.ConfigurableResource):
         """Notes of the company that carry a legacy id (the validation's target count)."""
         return self.notes.count_documents({"company_sso_id": company_sso_id, **MIGRATED})
 
-    def find_migrated(
-        self, company_sso_id: str, legacy_ids: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The company's migrated notes (only ``legacy_ids`` when given), as stored."""
-        query: dict[str, Any] = {"company_sso_id": company_sso_id, **MIGRATED}
-        if legacy_ids is not None:
-            query["legacy_crm_note_id"] = {"$in": list(legacy_ids)}
-        return list(self.notes.find(query))
-
     def iter_migrated(self, company_sso_id: str) -> Iterator[dict[str, Any]]:
         """The company's migrated notes, as stored, streamed once (one company-scoped query,
         no `$in`; memory: one cursor batch). ``PyMongoError`` propagates."""
@@ -302,7 +293,6 @@ class CdpMongo(dg.ConfigurableResource):
         """Rollback: remove only this company's migrated notes (native notes stay)."""
         return self.notes.delete_many({"company_sso_id": company_sso_id, **MIGRATED}).deleted_count
 
-
     # --- activity logs (SPEC-activity-logs §5-§8) -------------------------------------------
 
     def collection(self, name: str):
@@ -337,9 +327,7 @@ class CdpMongo(dg.ConfigurableResource):
                 jobs, ACTIVE_JOB_INDEX, [("company_sso_id", 1)], {"status": "in_progress"}
             )
         try:
-            failures.create_index(
-                [("expire_at", 1)], name=FAILURES_TTL_INDEX, expireAfterSeconds=0
-            )
+            failures.create_index([("expire_at", 1)], name=FAILURES_TTL_INDEX, expireAfterSeconds=0)
             modes[FAILURES_TTL_INDEX] = "ttl"
         except PyMongoError:  # a server without TTL indexes: the retention is documented only
             modes[FAILURES_TTL_INDEX] = "none"
