@@ -104,6 +104,31 @@ def test_a_complete_run_supersedes_older_runs_of_the_same_asset_and_cid_only(tmp
     assert list(new) == rows(1) and list(other_cid) == rows(2) and list(other_asset) == rows(2)
 
 
+def test_a_run_in_flight_keeps_its_chunks_until_it_is_over(tmp_path):
+    """Two runs of one CID: the first finished writing before the second started, but still
+    has its load to run, so the second's writer must leave its chunks alone."""
+    in_flight = {"run-1"}
+    first = write_chunks(run_chunk_dir(tmp_path, "asset_a", "1001", "run-1"), rows(2), 10)
+    over = write_chunks(run_chunk_dir(tmp_path, "asset_a", "1001", "run-0"), rows(2), 10)
+    crashed = run_chunk_dir(tmp_path, "asset_a", "1001", "run-crashed")
+    crashed.mkdir(parents=True)  # partial directory of a run the instance says is over
+    second = ChunkWriter.for_run(
+        tmp_path, "asset_a", "1001", "run-2", 10, run_in_flight=in_flight.__contains__
+    )
+    second.append(rows(1))
+    second.close()
+    assert list(first) == rows(2)
+    assert not crashed.exists()
+    with pytest.raises(ChunksMissing):
+        list(over)
+    in_flight.clear()  # run-1 ended: the next completing writer supersedes it
+    ChunkWriter.for_run(
+        tmp_path, "asset_a", "1001", "run-3", 10, run_in_flight=in_flight.__contains__
+    ).close()
+    with pytest.raises(ChunksMissing):
+        list(first)
+
+
 def test_a_retried_step_in_the_same_run_starts_from_an_empty_directory(tmp_path):
     write_chunks(run_chunk_dir(tmp_path, "a", "1", "run-1"), rows(5), 2)
     retried = ChunkWriter.for_run(tmp_path, "a", "1", "run-1", 2)

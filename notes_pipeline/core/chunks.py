@@ -16,8 +16,9 @@ Pickle, not Parquet: the records are frozen dataclasses with enums and free-form
 a lossy JSON-in-a-column schema in Parquet; the files are written and read by the same trusted
 pipeline, as the default IO manager's pickles are.
 
-Retention: when a writer completes, the other run directories of the same asset and CID (older
-runs, or abandoned partial ones) are removed, and every chunk directory older than
+Retention: when a writer completes, the other run directories of the same asset and CID whose run
+is over (finished, or gone from the instance) are removed — a run still in flight keeps its chunks
+until it ends, since its downstream steps read them — and every chunk directory older than
 ``RETENTION_DAYS`` is removed ([N18]: intermediates are kept at most 30 days).
 ``remove_chunks(storage_dir, cid)`` removes a CID's intermediates (rollback, [N18]).
 """
@@ -29,7 +30,7 @@ import pickle
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -147,8 +148,10 @@ class ChunkWriter(Generic[T]):
 
     ``close()`` writes the manifest and returns the ``ChunkedRecords`` handle; a writer made by
     ``for_run`` / ``for_asset`` then also removes the other run directories of its asset and
-    CID and the chunk directories older than ``retention_days`` (§10 [N18]). Raises
-    ``ValueError`` for ``chunk_size < 1`` and ``OSError`` from the file system.
+    CID whose run is over (``run_in_flight(run_id)`` false; without that predicate: complete
+    before this writer started) and the chunk directories older than ``retention_days``
+    (§10 [N18]). Raises ``ValueError`` for ``chunk_size < 1`` and ``OSError`` from the file
+    system.
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class ChunkWriter(Generic[T]):
         chunk_size: int,
         *,
         prune_siblings: bool = False,
+        run_in_flight: Callable[[str], bool] | None = None,
         retention: tuple[Path, float] | None = None,
     ) -> None:
         if chunk_size < 1:
@@ -164,6 +168,7 @@ class ChunkWriter(Generic[T]):
         self.directory = Path(directory).absolute()
         self.chunk_size = chunk_size
         self._prune_siblings = prune_siblings
+        self._run_in_flight = run_in_flight
         self._retention = retention
         self._started = time.time()
         self._sizes: list[int] = []
@@ -182,26 +187,37 @@ class ChunkWriter(Generic[T]):
         run_id: str,
         chunk_size: int,
         retention_days: float = RETENTION_DAYS,
+        run_in_flight: Callable[[str], bool] | None = None,
     ) -> ChunkWriter[T]:
         """A writer into ``run_chunk_dir(storage_dir, asset, cid, run_id)`` that, once
-        complete, supersedes the asset's earlier chunk directories for ``cid``."""
+        complete, supersedes the asset's chunk directories for ``cid`` of runs that are over
+        (``run_in_flight``: run id → still queued or running)."""
         return cls(
             run_chunk_dir(storage_dir, asset, cid, run_id),
             chunk_size,
             prune_siblings=True,
+            run_in_flight=run_in_flight,
             retention=(Path(storage_dir), retention_days),
         )
 
     @classmethod
     def for_asset(cls, context: dg.AssetExecutionContext, chunk_size: int) -> ChunkWriter[T]:
         """``for_run`` for the running partitioned asset: the instance's storage directory,
-        the asset key, the partition key (the CID) and the run id of ``context``."""
+        the asset key, the partition key (the CID) and the run id of ``context``; a sibling
+        run is in flight while the instance holds it in a status that is not final."""
+        instance = context.instance
+
+        def in_flight(run_id: str) -> bool:
+            run = instance.get_run_by_id(run_id)
+            return run is not None and not run.is_finished
+
         return cls.for_run(
-            context.instance.storage_directory(),
+            instance.storage_directory(),
             context.asset_key.to_python_identifier(),
             context.partition_key,
             context.run.run_id,
             chunk_size,
+            run_in_flight=in_flight,
         )
 
     def __len__(self) -> int:
@@ -244,12 +260,28 @@ class ChunkWriter(Generic[T]):
         (self.directory / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
         if self._prune_siblings:
             for sibling in self.directory.parent.iterdir():
-                if sibling != self.directory and _superseded(sibling, self._started):
+                if sibling != self.directory and self._superseded(sibling):
                     shutil.rmtree(sibling, ignore_errors=True)
         if self._retention is not None:
             storage_dir, days = self._retention
             remove_expired_chunks(storage_dir, days, keep=self.directory)
         return ChunkedRecords(str(self.directory), tuple(self._sizes))
+
+    def _superseded(self, run_dir: Path) -> bool:
+        """A sibling run's chunks are superseded once its run is over (its downstream steps
+        no longer read them). Without ``run_in_flight``: when they were complete before this
+        writer started (a writer still busy, or one that completed meanwhile, keeps them; the
+        retention removes what a crash left)."""
+        if self._run_in_flight is not None:
+            try:
+                return not self._run_in_flight(run_dir.name)
+            except Exception:  # the instance unreachable: keep the chunks, retention clears them
+                return False
+        try:
+            manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return float(manifest.get("completed_at", 0)) < self._started
 
     def abort(self) -> None:
         """Close and remove the directory (nothing of this attempt stays)."""
@@ -270,17 +302,6 @@ class ChunkWriter(Generic[T]):
     ) -> None:
         if exc_type is not None:
             self.abort()
-
-
-def _superseded(run_dir: Path, started: float) -> bool:
-    """A sibling run's chunks are superseded when they were complete before this writer
-    started. A run still writing (no manifest) or completed meanwhile (a concurrent run of
-    the same CID) keeps its chunks; the retention removes what a crash left."""
-    try:
-        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return float(manifest.get("completed_at", 0)) < started
 
 
 def write_chunks(
