@@ -70,3 +70,19 @@ def test_two_writers_of_one_key_insert_once(coll):
     two = _write(coll, [_doc("k", content="second")])
     assert one.upserted == {0} and two.matched == {0}
     assert [d["content"] for d in coll.find()] == ["first"]
+
+
+def test_calls_in_parallel_give_every_row_its_own_outcome(coll):
+    """Split into calls of 3, four at a time: existing, new and failing rows land in any call,
+    and each row's outcome is still its own (indexes into the whole batch)."""
+    _write(coll, [_doc("1"), _doc("8")])
+    batch = [_doc(str(i)) for i in range(12)]
+    batch[5] = {**_doc("5"), "$bad": 1}
+    result = upsert_on_insert(coll, SCOPE, "legacy_crm_note_id", batch, 3, concurrency=4)
+    assert result.matched == {1, 8}
+    assert 5 in result.errors
+    lost_to_the_failure = set(result.errors) - {5}  # FerretDB stops its call at the bad row
+    assert lost_to_the_failure <= {3, 4}
+    assert result.upserted == set(range(12)) - {1, 8, 5} - lost_to_the_failure
+    stored = sorted(int(d["legacy_crm_note_id"]) for d in coll.find())
+    assert stored == sorted({1, 8} | result.upserted)

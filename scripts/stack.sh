@@ -237,6 +237,8 @@ password_encryption = 'scram-sha-256'
 max_connections = 400
 # Disposable dev/test cluster: don't wait for WAL flush on commit (no corruption risk).
 synchronous_commit = off
+# FerretDB's tables ask to be analyzed often (devtools/ferretdb_indexes.sql): look every 5 s.
+autovacuum_naptime = 5s
 EOF
     grep -q "^include_if_exists = 'notes_pipeline.conf'" "$PGDATA_REAL/postgresql.conf" \
         || echo "include_if_exists = 'notes_pipeline.conf'" >>"$PGDATA_REAL/postgresql.conf"

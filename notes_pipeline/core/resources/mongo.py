@@ -57,6 +57,14 @@ class CdpMongo(dg.ConfigurableResource):
 
     uri: str = Field(description="MongoDB URI (secret: pass through EnvVar).")
     database: str = "cdp"
+    bulk_write_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "Bulk calls of one write batch in flight at once, where the server caps a call "
+            "below the batch size (FerretDB 1.x: 40 operations); 1 = one call at a time."
+        ),
+    )
 
     _client: MongoClient | None = PrivateAttr(default=None)
     _max_bulk_ops: int | None = PrivateAttr(default=None)
@@ -216,6 +224,7 @@ class CdpMongo(dg.ConfigurableResource):
             "legacy_crm_note_id",
             documents,
             self._max_ops(),
+            self.bulk_write_concurrency,
         )
 
     def _max_ops(self) -> int:
@@ -343,6 +352,7 @@ class CdpMongo(dg.ConfigurableResource):
             "external_id",
             documents,
             self._max_ops(),
+            self.bulk_write_concurrency,
         )
 
     def count_activity_logs(self, company_sso_id: str) -> int:

@@ -13,12 +13,16 @@ server's reply holds, a row's outcome can be told from one keyed read:
   ``_id`` present → upserted; its key present under another ``_id`` → matched; neither →
   error). At most two indexed reads per row, only for that batch.
 
-So a batch's cost never depends on the collection's or the CID's size.
+So a batch's cost never depends on the collection's or the CID's size. A batch longer than
+the server's bulk call size (FerretDB 1.x: 40 operations) is split, and the calls may run in
+parallel (``concurrency``): a call is a round trip of keyed upserts the server runs one at a
+time, so one call at a time leaves the server's other cores idle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +55,16 @@ def upsert_on_insert(
     key_field: str,
     documents: Sequence[Mapping[str, Any]],
     max_ops: int,
+    concurrency: int = 1,
 ) -> BulkUpsertResult:
     """Insert each document unless ``scope`` + its ``key_field`` value already exists.
 
     ``scope`` (e.g. ``{"company_sso_id": …}``) must match every document; each call carries at
-    most ``max_ops`` operations (longer batches are split). Raises ``ValueError`` for a
-    document outside the scope; ``ConnectionFailure``/``ExecutionTimeout`` propagate so the
-    caller may retry the batch (upserts make that safe). Any other failure is per row.
+    most ``max_ops`` operations (longer batches are split into calls, up to ``concurrency`` of
+    them at once; the result is the same either way). Raises ``ValueError`` for a document
+    outside the scope; ``ConnectionFailure``/``ExecutionTimeout`` propagate, once every call
+    has ended, so the caller may retry the batch (upserts make that safe). Any other failure
+    is per row.
     """
     for doc in documents:
         if any(doc.get(k) != v for k, v in scope.items()):
@@ -71,11 +78,28 @@ def upsert_on_insert(
         )
         for doc, _id in zip(documents, ids, strict=True)
     ]
-    result = BulkUpsertResult()
-    for start in range(0, len(requests), max(1, max_ops)):
-        part = range(start, min(start + max(1, max_ops), len(requests)))
-        _write_part(collection, scope, key_field, documents, ids, requests, part, result)
-    return result
+    step = max(1, max_ops)
+    parts = [range(s, min(s + step, len(requests))) for s in range(0, len(requests), step)]
+
+    def write(part: range) -> BulkUpsertResult:
+        done = BulkUpsertResult()
+        _write_part(collection, scope, key_field, documents, ids, requests, part, done)
+        return done
+
+    workers = min(max(1, concurrency), len(parts))
+    if workers <= 1:
+        results = [write(part) for part in parts]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(write, part) for part in parts]
+        results = [future.result() for future in futures]  # re-raises a call's exception
+    merged = BulkUpsertResult()
+    for done in results:
+        merged.upserted |= done.upserted
+        merged.matched |= done.matched
+        merged.errors.update(done.errors)
+        merged.resolved_by_reads += done.resolved_by_reads
+    return merged
 
 
 def _write_part(collection, scope, key_field, documents, ids, requests, part, result) -> None:
