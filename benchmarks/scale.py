@@ -26,8 +26,9 @@ the ``full`` profile's mix of attachments, published as ``cid_<size>_attachments
      ``normalized_notes`` output, attachment entries as the loader stored them) written with
      a bare pymongo ``bulk_write`` of ``$setOnInsert`` upserts into an empty collection of the
      same database with the same unique index, in batches of the loader's batch size, each
-     split into bulk calls of the same size the product uses on this server, one batch at a
-     time (the loader writes one batch at a time) - and the ratio loader / ceiling.
+     split into bulk calls of the same size the product uses on this server, as many calls
+     in flight as the product's ``CdpMongo.bulk_write_concurrency``, one batch at a time (the
+     loader writes one batch at a time) - and the ratio loader / ceiling.
 
 Results: ``.stack/bench/results/scale-<time>[-label].json`` (everything, incl. every batch's
 duration); ``--publish`` also rewrites the ``scale`` section of
@@ -418,17 +419,22 @@ def planned_documents(env: dict[str, str], cid: str, company: str) -> list[dict]
 def ceiling(env: dict[str, str], company: str, docs: list[dict], deadline: float) -> dict:
     """Bare pymongo upserts of ``docs`` into an empty collection with the product's index:
     batches of the loader's batch size, each as bulk calls of the product's size for this
-    server, one batch at a time."""
+    server (as many in flight as the product sends), one batch at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from pymongo import MongoClient, UpdateOne
 
     from notes_pipeline.contact_notes.settings import MigrationSettings
+    from notes_pipeline.core.resources.mongo import CdpMongo
     from notes_pipeline.core.resources.mongo_indexes import (
         ensure_contact_notes_index,
         max_bulk_write_ops,
     )
 
     batch_size = MigrationSettings().batch_size
-    with MongoClient(env["NOTES_PIPELINE_MONGO_URI"], tz_aware=False) as client:
+    concurrency = CdpMongo.model_fields["bulk_write_concurrency"].default
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    with pool, MongoClient(env["NOTES_PIPELINE_MONGO_URI"], tz_aware=False) as client:
         db = client[env["NOTES_PIPELINE_MONGO_DB"]]
         db.drop_collection("contact_notes")  # the loader's: the server holds what it held then
         db.drop_collection(CEILING_COLLECTION)
@@ -453,8 +459,12 @@ def ceiling(env: dict[str, str], company: str, docs: list[dict], deadline: float
                     for d in batch
                 ]
                 began = time.perf_counter()
-                for i in range(0, len(requests), per_call):
-                    coll.bulk_write(requests[i : i + per_call], ordered=False)
+                calls = [
+                    pool.submit(coll.bulk_write, requests[i : i + per_call], ordered=False)
+                    for i in range(0, len(requests), per_call)
+                ]
+                for call in calls:
+                    call.result()
                 batch_s.append(time.perf_counter() - began)
                 sizes.append(len(batch))
             written = coll.count_documents({"company_sso_id": company})
@@ -464,7 +474,7 @@ def ceiling(env: dict[str, str], company: str, docs: list[dict], deadline: float
     row.update(
         batch_size=batch_size,
         ops_per_bulk_write=per_call,
-        concurrency=1,
+        concurrency=concurrency,
         index_mode=index_mode,
         stored=written,
     )
