@@ -102,10 +102,15 @@ def _newer(record, than) -> bool:
 
 def cid_status(instance: dg.DagsterInstance, cid: str, assets: StatusAssets) -> CidStatus:
     """The monitor state of ``cid`` for the family of ``assets``: in_progress while a run of
-    the partition is in flight, else ``settled_status``."""
-    running = instance.get_run_records(
-        filters=dg.RunsFilter(tags={"dagster/partition": cid}, statuses=IN_FLIGHT), limit=1
-    )
+    the partition that materializes the family's load or report is in flight (a run of the
+    other family only leaves this one as it was), else ``settled_status``."""
+    running = [
+        record
+        for record in instance.get_run_records(
+            filters=dg.RunsFilter(tags={"dagster/partition": cid}, statuses=IN_FLIGHT)
+        )
+        if run_covers(instance, record.dagster_run, assets)
+    ]
     if running:
         record = running[0]
         run = record.dagster_run
@@ -127,6 +132,22 @@ def cid_status(instance: dg.DagsterInstance, cid: str, assets: StatusAssets) -> 
             updated_at=_utc(record.start_time or record.create_timestamp.timestamp()),
         )
     return settled_status(instance, cid, assets)
+
+
+def run_covers(instance: dg.DagsterInstance, run: dg.DagsterRun, assets: StatusAssets) -> bool:
+    """Whether ``run`` materializes the family's load or report asset: its asset selection
+    when it has one, else the steps of its execution plan (a job run). True when neither is
+    known."""
+    wanted = (assets.load, assets.report)
+    if run.asset_selection is not None:
+        return any(key in run.asset_selection for key in wanted)
+    if run.execution_plan_snapshot_id is None:
+        return True
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    if plan is None:
+        return True
+    steps = {step.key for step in plan.steps}
+    return any(key.to_python_identifier() in steps for key in wanted)
 
 
 def settled_status(instance: dg.DagsterInstance, cid: str, assets: StatusAssets) -> CidStatus:
