@@ -12,6 +12,10 @@ database, a free port) and its own throw-away MongoDB database:
   gin_auto_plans GIN indexes, but FerretDB's sessions on PostgreSQL's default
                  ``plan_cache_mode = auto`` (generic plans allowed)
   gin_path_ops   GIN indexes built with ``jsonb_path_ops`` instead of the default ``jsonb_ops``
+  gin_pending_list  GIN indexes with GIN's default ``fastupdate = on`` (the stack before
+                 2026-11-29): rows wait in a pending list every lookup scans
+  gin_no_autoanalyze  the collections' tables never analyzed during the run (the stack
+                 before 2026-11-29 analyzed them at most once a minute, after 10 % growth)
 
 Workloads (seconds, lower is better):
 
@@ -57,7 +61,14 @@ from notes_pipeline.core.resources.mongo_indexes import (  # noqa: E402
     ensure_contacts_index,
 )
 
-VARIANTS = ("seqscan", "gin", "gin_auto_plans", "gin_path_ops")
+VARIANTS = (
+    "seqscan",
+    "gin",
+    "gin_auto_plans",
+    "gin_path_ops",
+    "gin_pending_list",
+    "gin_no_autoanalyze",
+)
 COMPANIES = 130
 BATCH, CHUNK = 500, 40
 
@@ -81,14 +92,26 @@ def gin_indexes(cur, dbname: str) -> list[tuple[str, str, str]]:
 
 
 def adjust_indexes(pg_dsn: str, dbname: str, variant: str) -> None:
-    """Drop (seqscan) or rebuild with jsonb_path_ops (gin_path_ops) the stack's GIN indexes."""
-    if variant not in ("seqscan", "gin_path_ops"):
+    """Drop (seqscan), rebuild with jsonb_path_ops (gin_path_ops), give a pending list
+    (gin_pending_list) the stack's GIN indexes, or stop analyzing their tables
+    (gin_no_autoanalyze)."""
+    if variant not in ("seqscan", "gin_path_ops", "gin_pending_list", "gin_no_autoanalyze"):
         return
     with closing(psycopg2.connect(pg_dsn)) as conn, conn.cursor() as cur:
         conn.autocommit = True
         found = gin_indexes(cur, dbname)
         assert found, f"no GIN indexes in {dbname}: is the stack's SQL installed?"
         for table, index, field in found:
+            if variant == "gin_pending_list":
+                cur.execute(sql.SQL("ALTER INDEX {} SET (fastupdate = on)").format(sql.SQL(index)))
+                continue
+            if variant == "gin_no_autoanalyze":
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(
+                        sql.Identifier(dbname, table)
+                    )
+                )
+                continue
             cur.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
             if variant == "gin_path_ops":
                 cur.execute("SELECT notes_pipeline_stack.pushdown_expression(%s)", (field,))
