@@ -182,7 +182,8 @@ def test_the_queue_keeps_dagster_yaml_per_cid_lock_and_timing(k8s_instance):
     assert here["class"] == there["class"] == "QueuedRunCoordinator"
     assert here["config"]["tag_concurrency_limits"] == there["config"]["tag_concurrency_limits"]
     assert here["config"]["tag_concurrency_limits"] == [
-        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        {"key": tag, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        for tag in ("dagster/partition", "dagster/asset_partition_range_start")
     ]
     for key in ("dequeue_interval_seconds", "dequeue_use_threads"):
         assert here["config"][key] == there["config"][key], key

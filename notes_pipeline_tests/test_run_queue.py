@@ -1,7 +1,9 @@
 """One run per CID at a time: the run-queue limit of ``dagster.yaml`` (the RFC's per-CID lock).
 
 ``dagster.yaml`` configures a ``QueuedRunCoordinator`` whose ``tag_concurrency_limits`` allow one
-in-progress run per unique ``dagster/partition`` value. This test submits runs of the job
+in-progress run per unique ``dagster/partition`` value (job runs) and per unique
+``dagster/asset_partition_range_start`` value (asset-backfill runs, one CID each). This test
+submits runs of the job
 ``migrate_cid`` the way the UI does (the webserver's ``launchPipelineExecution`` GraphQL mutation,
 executed in-process against the same workspace) and drives the queue daemon's dequeue logic
 (``QueuedRunCoordinatorDaemon.run_iteration``) itself, one iteration at a time.
@@ -49,6 +51,8 @@ LOCATION = "notes_pipeline.definitions"
 REPOSITORY = "__repository__"
 JOB = "migrate_cid"
 PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 CID_A, CID_B = "990303", "990304"
 RUN_TIMEOUT_S = 180.0
 POLL_S = 0.5
@@ -72,8 +76,11 @@ def project_queue_config() -> dict:
     return yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["run_coordinator"]
 
 
-def expected_partition_limit() -> dict:
-    return {"key": PARTITION_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+def expected_partition_limits() -> list[dict]:
+    return [
+        {"key": tag, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        for tag in (PARTITION_TAG, RANGE_START_TAG)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +136,25 @@ def workspace(queue_instance, fixture_orgs) -> Iterator[WorkspaceProcessContext]
             os.environ["NOTES_PIPELINE_ENABLED_CIDS"] = saved
 
 
-def submit(workspace: WorkspaceProcessContext, cid: str, *, force_rerun: bool = False) -> str:
-    """Launch `migrate_cid` for one CID partition as the UI does; returns the run id.
+def cid_tags(cid: str, style: str) -> list[dict[str, str]]:
+    """The tags naming a run's CID: a job run's partition tag, or an asset-backfill run's
+    one-CID partition range."""
+    if style == "partition":
+        return [{"key": PARTITION_TAG, "value": cid}]
+    return [{"key": RANGE_START_TAG, "value": cid}, {"key": RANGE_END_TAG, "value": cid}]
+
+
+def submit(
+    workspace: WorkspaceProcessContext,
+    cid: str,
+    *,
+    force_rerun: bool = False,
+    style: str = "partition",
+) -> str:
+    """Launch `migrate_cid` for one CID partition as the UI does (``style`` "range": as an
+    asset backfill's run, with a partition range of that one CID); returns the run id.
     ``force_rerun`` adds the tag that lets a completed_success CID load again."""
-    tags = [{"key": PARTITION_TAG, "value": cid}]
+    tags = cid_tags(cid, style)
     if force_rerun:
         tags.append({"key": FORCE_RERUN_TAG, "value": "true"})
     result = execute_dagster_graphql(
@@ -154,7 +176,7 @@ def submit(workspace: WorkspaceProcessContext, cid: str, *, force_rerun: bool = 
     launched = result.data["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run = launched["run"]
-    assert {"key": PARTITION_TAG, "value": cid} in run["tags"]
+    assert all(tag in run["tags"] for tag in cid_tags(cid, style))
     return run["runId"]
 
 
@@ -211,26 +233,32 @@ def test_the_stack_instance_queues_runs_with_one_run_per_partition():
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
     queue = instance.get_concurrency_config().run_queue_config
     assert queue is not None
-    assert expected_partition_limit() in queue.tag_concurrency_limits
+    assert queue.tag_concurrency_limits == expected_partition_limits()
     assert (
         queue.tag_concurrency_limits == project_queue_config()["config"]["tag_concurrency_limits"]
     )
 
 
+@pytest.mark.parametrize("style", ["partition", "range"])
 def test_second_run_of_a_cid_waits_for_the_first(
-    queue_instance: dg.DagsterInstance, workspace: WorkspaceProcessContext, run_ids: list[str]
+    queue_instance: dg.DagsterInstance,
+    workspace: WorkspaceProcessContext,
+    run_ids: list[str],
+    style: str,
 ):
+    """Job runs (partition tag) and asset-backfill runs (one-CID range tags) alike."""
     queue = queue_instance.get_concurrency_config().run_queue_config
     assert isinstance(queue_instance.run_coordinator, QueuedRunCoordinator)
-    assert queue.tag_concurrency_limits == [expected_partition_limit()]
+    assert queue.tag_concurrency_limits == expected_partition_limits()
     # there are free slots for all three runs: only the per-CID tag limit can hold A2 back
     assert queue.max_concurrent_runs >= 3
 
-    a1 = submit(workspace, CID_A)
+    # force_rerun: A1 (or the other style's runs before) completes the CID; deliberate re-runs
+    a1 = submit(workspace, CID_A, force_rerun=True, style=style)
     run_ids.append(a1)
-    a2 = submit(workspace, CID_A, force_rerun=True)  # A1 completes it: a deliberate re-run
+    a2 = submit(workspace, CID_A, force_rerun=True, style=style)
     run_ids.append(a2)
-    b1 = submit(workspace, CID_B)
+    b1 = submit(workspace, CID_B, force_rerun=True, style=style)
     run_ids.append(b1)
     assert [status(queue_instance, r) for r in (a1, a2, b1)] == [dg.DagsterRunStatus.QUEUED] * 3
 

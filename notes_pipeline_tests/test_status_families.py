@@ -38,14 +38,14 @@ DEFS = dg.Definitions(
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as inst:
-        inst.add_dynamic_partitions("cid", ["4242"])
+        inst.add_dynamic_partitions("cid", ["4242", "7"])
         yield inst
 
 
-def start(instance, job: str, asset_selection=None) -> dg.DagsterRun:
+def start(instance, job: str, asset_selection=None, tags=None) -> dg.DagsterRun:
     return instance.create_run_for_job(
         job_def=DEFS.resolve_job_def(job),
-        tags={"dagster/partition": "4242"},
+        tags=tags or {"dagster/partition": "4242"},
         status=dg.DagsterRunStatus.STARTED,
         asset_selection=asset_selection,
     )
@@ -71,4 +71,18 @@ def test_a_run_of_both_families_marks_both(instance):
 
 def test_an_asset_selection_decides_which_family(instance):
     start(instance, "both_job", asset_selection=frozenset({dg.AssetKey("logs_load")}))
+    assert states(instance) == (MonitorState.NOT_STARTED, MonitorState.IN_PROGRESS)
+
+
+def test_an_asset_backfill_run_of_the_cid_counts(instance):
+    """Asset-backfill runs carry a partition range (start = end = the CID), not the partition
+    tag."""
+    other = {"dagster/asset_partition_range_start": "7", "dagster/asset_partition_range_end": "7"}
+    start(instance, "logs_job", tags=other)
+    assert states(instance) == (MonitorState.NOT_STARTED, MonitorState.NOT_STARTED)
+    mine = {
+        "dagster/asset_partition_range_start": "4242",
+        "dagster/asset_partition_range_end": "4242",
+    }
+    start(instance, "logs_job", tags=mine)
     assert states(instance) == (MonitorState.NOT_STARTED, MonitorState.IN_PROGRESS)

@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from notes_pipeline.core.partitions import cid_partitions
+from notes_pipeline.core.partitions import cid_partitions, runs_of_cid
 from notes_pipeline.core.run_metadata import (
     LoadProgress,
     LoadSummary,
@@ -106,9 +106,7 @@ def cid_status(instance: dg.DagsterInstance, cid: str, assets: StatusAssets) -> 
     other family only leaves this one as it was), else ``settled_status``."""
     running = [
         record
-        for record in instance.get_run_records(
-            filters=dg.RunsFilter(tags={"dagster/partition": cid}, statuses=IN_FLIGHT)
-        )
+        for record in runs_of_cid(instance, cid, IN_FLIGHT)
         if run_covers(instance, record.dagster_run, assets)
     ]
     if running:
