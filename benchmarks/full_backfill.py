@@ -34,9 +34,23 @@ the benchmark starts a private FerretDB (PostgreSQL backend, database ferretdb_b
 Every process it starts (FerretDB, daemon, webserver and their descendants) is stopped by
 PID at the end, also on failure or timeout (--timeout, default 1200 s).
 
+Both families (`--families both`, issue #13): the daemon and webserver also get
+NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS='*', the companies' migrated activity logs, job
+documents, locks and failure records are cleared too, and ONE backfill covers both families:
+a pure asset backfill (`launchPartitionBackfill` with `assetSelection` = the 8 assets of the
+two groups and `partitionNames`, no partition set: what the UI sends when assets of both
+groups are selected), waited for until the backfill is complete and every run finished.
+Besides the figures above it reports how Dagster laid the runs out, each family's wall time
+(launch -> the end of its last step), records/s per family and combined, and the
+activity-log outcomes per CID from their job documents (crm_activity_log_migration_jobs):
+final status, and migrated + skipped + failed = the CID's source count (the seeded dataset's
+Stage-0 COUNT). `--publish` then writes the `activity_logs` section (full_backfill_wall_s and
+full_backfill), never the notes-only `full_backfill` section.
+
 Usage (after `bash scripts/stack.sh up`):
   .venv/bin/python benchmarks/full_backfill.py
   .venv/bin/python benchmarks/full_backfill.py --max-concurrent-runs 4 --dequeue-interval 1
+  .venv/bin/python benchmarks/full_backfill.py --families both
 """
 
 from __future__ import annotations
@@ -62,18 +76,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import full_backfill_results as fbr  # noqa: E402
 import procmon  # noqa: E402
 import transform_cost  # noqa: E402
 from ferretdb_backends import ferretdb_binary  # noqa: E402
-from results_file import update_section  # noqa: E402
+from results_file import LATEST, update_section  # noqa: E402
 
 from notes_pipeline.core.envfile import read_env_file, stack_env_file  # noqa: E402
 
 FULL_CIDS = [str(c) for c in range(2001, 2131)]
 FULL_TOTAL_NOTES = 21_000
 FULL_OBJECTS = 10_931
-JOB = "migrate_cid"
-ASSETS = ["crm_notes_raw", "normalized_notes", "cdp_notes_loaded", "validation_report"]
+JOB = fbr.NOTES_JOB
+ASSETS = list(fbr.NOTES_ASSETS)
 BENCH_DIR = ROOT / ".stack" / "bench"
 PRIVATE_FERRETDB_PORT = 15117
 PUBLIC_READ = {
@@ -165,7 +180,13 @@ def bench_env(base: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
         # live in `identity_bench`, read directly (the local fallback of resources/selection).
         env.pop("NOTES_PIPELINE_IDENTITY_URL", None)
         env.pop("NOTES_PIPELINE_IDENTITY_TOKEN", None)
+        if env.get("NOTES_PIPELINE_CRM_AUDIT_DSN"):  # the audits live in crm_bench too
+            env["NOTES_PIPELINE_CRM_AUDIT_DSN"] = with_db(
+                env["NOTES_PIPELINE_CRM_AUDIT_DSN"], "crm_bench"
+            )
     env["NOTES_PIPELINE_ENABLED_CIDS"] = "*"
+    if getattr(args, "families", "notes") == "both":
+        env["NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS"] = "*"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -376,6 +397,63 @@ def clear_targets(env: dict[str, str], by_cid: dict[str, str]) -> dict[str, int]
     return {"contact_notes_deleted": deleted, "cdp_objects_deleted": objects}
 
 
+def clear_activity_logs(env: dict[str, str], by_cid: dict[str, str]) -> dict[str, int]:
+    """Delete the companies' migrated activity logs (source_tag crm_migration), their job
+    documents, locks and failure records, and their activity-log error CSVs: a job document
+    left by an earlier run would otherwise be resumed or taken over."""
+    import boto3
+    from pymongo import MongoClient
+
+    from notes_pipeline.core.resources import mongo as m
+
+    companies = sorted(by_cid.values())
+    by_company = {"company_sso_id": {"$in": companies}}
+    with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
+        db = client[env["NOTES_PIPELINE_MONGO_DB"]]
+        out = {
+            "activity_logs_deleted": db[m.ACTIVITY_LOGS]
+            .delete_many({**by_company, "source_tag": m.SOURCE_TAG})
+            .deleted_count,
+            "jobs_deleted": db[m.ACTIVITY_LOG_JOBS].delete_many(by_company).deleted_count,
+            "locks_deleted": db[m.ACTIVITY_LOG_LOCKS]
+            .delete_many({"_id": {"$in": companies}})
+            .deleted_count,
+            "failures_deleted": db[m.ACTIVITY_LOG_FAILURES].delete_many(by_company).deleted_count,
+        }
+    s3 = boto3.client("s3", endpoint_url=env["NOTES_PIPELINE_S3_ENDPOINT_URL"])
+    bucket = env["NOTES_PIPELINE_CDP_BUCKET"]
+    objects = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    for cid in by_cid:
+        keys = [
+            item["Key"]
+            for page in paginator.paginate(
+                Bucket=bucket, Prefix=f"_migration_reports/activity_logs/{cid}/"
+            )
+            for item in page.get("Contents", [])
+        ]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+        objects += len(keys)
+    out["cdp_objects_deleted"] = objects
+    return out
+
+
+def expected_counts(py: str, env: dict[str, str], cids: list[str]) -> dict[str, dict[str, int]]:
+    """Per CID, the seeded `full` dataset's source notes and Stage-0 audit COUNT (from
+    `python -m devtools.synthetic summary`, no I/O: the same generator, the same seed)."""
+    out = run_cmd(
+        [py, "-m", "devtools.synthetic", "summary", "--profile", "full"],
+        env,
+        120,
+        "summary --profile full",
+    )
+    return fbr.expected_counts(json.loads(out), cids)
+
+
 # --------------------------------------------------------------------------- dagster
 def write_dagster_home(env: dict[str, str], args: argparse.Namespace) -> dict:
     """DAGSTER_HOME/dagster.yaml = the repo's dagster.yaml (+ run-coordinator overrides)."""
@@ -499,27 +577,27 @@ def wait_for_webserver(port: int, proc: subprocess.Popen, deadline: float) -> tu
     raise BenchTimeout("dagster-webserver did not load the code location in time")
 
 
-def launch_backfill(port: int, location: str, repo: str, partitions: list[str]) -> str:
-    """Exactly what the UI sends for an asset job's 'Launch backfill' (job + asset selection)."""
-    params = {
-        "selector": {
-            "partitionSetName": f"{JOB}_partition_set",
-            "repositorySelector": {"repositoryLocationName": location, "repositoryName": repo},
-        },
-        "assetSelection": [{"path": [a]} for a in ASSETS],
-        "partitionNames": partitions,
-        "fromFailure": False,
-        "tags": [],
-        "title": "full backfill benchmark",
-    }
+def launch_backfill(
+    port: int, location: str, repo: str, partitions: list[str], families: str = "notes"
+) -> str:
+    """What the UI sends: for `notes` an asset job's 'Launch backfill' (job + asset
+    selection); for `both` the assets of both groups with their partitions (an asset backfill).
+    """
+    params = fbr.launch_params(families, partitions, location, repo, "full backfill benchmark")
     result = graphql(port, LAUNCH_MUTATION, {"backfillParams": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"launchPartitionBackfill: {result}")
     return result["backfillId"]
 
 
-def wait_for_runs(instance, backfill_id: str, expected: int, deadline: float) -> list:
+def wait_for_runs(
+    instance, backfill_id: str, expected: int, deadline: float, until_complete: bool = False
+) -> list:
+    """The backfill's run records once at least `expected` runs exist and all finished; with
+    `until_complete` also only once the backfill itself is complete (an asset backfill decides
+    its runs itself, possibly over several daemon iterations)."""
     import dagster as dg
+    from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
 
     finished = {
         dg.DagsterRunStatus.SUCCESS,
@@ -530,13 +608,15 @@ def wait_for_runs(instance, backfill_id: str, expected: int, deadline: float) ->
     while True:
         records = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
         done = sum(1 for r in records if r.dagster_run.status in finished)
-        if len(records) >= expected and done == len(records):
-            return records
         backfill = instance.get_backfill(backfill_id)
+        complete = backfill is not None and backfill.status in BULK_ACTION_TERMINAL_STATUSES
+        if len(records) >= expected and done == len(records) and (complete or not until_complete):
+            return records
         if backfill is not None and backfill.status.value in ("FAILED", "CANCELED"):
             raise RuntimeError(f"backfill {backfill_id} ended {backfill.status.value}")
         if time.monotonic() - last_report > 15:
-            log(f"runs: {len(records)} submitted, {done} finished")
+            status = backfill.status.value if backfill is not None else None
+            log(f"runs: {len(records)} submitted, {done} finished; backfill {status}")
             last_report = time.monotonic()
         if time.monotonic() > deadline:
             raise BenchTimeout(f"runs not finished in time ({done}/{expected})")
@@ -547,7 +627,8 @@ def wait_for_runs(instance, backfill_id: str, expected: int, deadline: float) ->
 RUN_EVENTS_SQL = """
 SELECT run_id, count(*) AS events,
        min(extract(epoch FROM timestamp)) FILTER (WHERE dagster_event_type = 'PIPELINE_STARTING'),
-       sum(CASE WHEN dagster_event_type IS NULL THEN 1 ELSE 0 END) AS log_lines
+       sum(CASE WHEN dagster_event_type IS NULL THEN 1 ELSE 0 END) AS log_lines,
+       sum(CASE WHEN dagster_event_type = 'ASSET_CHECK_EVALUATION' THEN 1 ELSE 0 END) AS checks
 FROM event_logs WHERE run_id = ANY(%(ids)s) GROUP BY run_id
 """
 STEP_SQL = """
@@ -569,12 +650,15 @@ def dagster_dsn(env: dict[str, str]) -> str:
     )
 
 
-def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
+def run_metrics(
+    env: dict[str, str], records: list, launched_at: float, families: tuple[str, ...] = ("notes",)
+) -> dict:
     """Per-run timings from the instance's run records plus two read-only event_logs queries.
 
     launch = the run's STARTING event (dequeued and handed to the run launcher);
     start/end = the run record's start_time/end_time (set by the run worker);
     in_steps = sum over steps of STEP_START -> STEP_SUCCESS/FAILURE.
+    With more than one family: each family's wall time (launch -> the end of its last step).
     """
     import psycopg2
 
@@ -584,19 +668,22 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
         per_run_events = {row[0]: row[1:] for row in cur.fetchall()}
         cur.execute(STEP_SQL, {"ids": ids})
         steps: dict[str, dict[str, float]] = {}
+        step_ends: dict[str, dict[str, float]] = {}
         for run_id, step_key, begin, end in cur.fetchall():
+            if end is not None:
+                step_ends.setdefault(run_id, {})[step_key] = float(end)
             if begin is not None and end is not None:
                 steps.setdefault(run_id, {})[step_key] = float(end) - float(begin)
     per_run = []
     for record in records:
         run = record.dagster_run
-        events, launched, log_lines = per_run_events.get(run.run_id, (0, None, 0))
+        events, launched, log_lines, checks = per_run_events.get(run.run_id, (0, None, 0, 0))
         launched = float(launched) if launched is not None else None
         start, end = record.start_time, record.end_time
         run_steps = steps.get(run.run_id, {})
         per_run.append(
             {
-                "cid": run.tags.get("dagster/partition"),
+                "cid": fbr.run_cid(run.tags),
                 "status": run.status.value,
                 "created": record.create_timestamp.timestamp(),
                 "launched": launched,
@@ -609,6 +696,7 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
                 "slot_s": (end - launched) if end and launched else None,
                 "events": int(events),
                 "log_lines": int(log_lines or 0),
+                "check_evaluations": int(checks or 0),
             }
         )
     ends = [r["end"] for r in per_run if r["end"]]
@@ -622,12 +710,28 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
     overhead = [r["in_run_s"] - r["in_steps_s"] for r in per_run if r["in_run_s"] is not None]
     empty = [r for r in per_run if r["cid"] == "2130"]
     step_medians = {}
-    for key in ASSETS:
+    for key in fbr.selected_assets("both" if len(families) > 1 else "notes"):
         values = [r["steps"][key] for r in per_run if key in r["steps"]]
         if values:
             step_medians[key] = round(med(values), 3)
+    layout = fbr.run_layout(
+        {
+            "cid": fbr.run_cid(r.dagster_run.tags),
+            "job": r.dagster_run.job_name,
+            "assets": [k.to_user_string() for k in r.dagster_run.asset_selection or ()],
+            "checks": None
+            if r.dagster_run.asset_check_selection is None
+            else len(r.dagster_run.asset_check_selection),
+        }
+        for r in records
+    )
+    extra = {}
+    if len(families) > 1:
+        extra["wall_s_by_family"] = fbr.family_walls(step_ends, launched_at, families)
     return {
         "runs": len(per_run),
+        "layout": layout,
+        **extra,
         "runs_by_status": {
             s: sum(1 for r in per_run if r["status"] == s) for s in {r["status"] for r in per_run}
         },
@@ -641,6 +745,7 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
         "median_slot_s": m("slot_s"),
         "median_step_s": step_medians,
         "median_events_per_run": m("events"),
+        "check_evaluations": sum(r["check_evaluations"] for r in per_run),
         "sum_slot_s": round(sum(r["slot_s"] or 0 for r in per_run), 1),
         "sum_in_steps_s": round(sum(r["in_steps_s"] for r in per_run), 1),
         "empty_cid_run": {k: v for k, v in empty[0].items() if k not in ("created", "start", "end")}
@@ -657,7 +762,7 @@ def run_metrics(env: dict[str, str], records: list, launched_at: float) -> dict:
     }
 
 
-def outcome_summary(instance, cids: list[str]) -> dict:
+def outcome_summary(instance, cids: list[str], expected_notes: int | None = None) -> dict:
     import dagster as dg
 
     from notes_pipeline.contact_notes.definitions import STATUS_ASSETS
@@ -695,8 +800,100 @@ def outcome_summary(instance, cids: list[str]) -> dict:
         "totals": totals,
         "accounted_notes": accounted,
         "adds_up_to_21000": accounted == FULL_TOTAL_NOTES,
+        "expected_notes": expected_notes,
+        "adds_up": accounted == expected_notes,
         "cids_without_report": missing_report,
     }
+
+
+def activity_log_outcomes(instance, env: dict[str, str], records: list, expected: dict) -> dict:
+    """The activity-log outcome of each CID from the job documents of the backfill's runs
+    (job_id = run id) in CDP MongoDB, tallied against the dataset's source counts and plan
+    (`expected`: fbr.expected_counts); plus the final status each CID's report
+    materialization recorded, which must agree, and why a CID without a job document never
+    reached the load (its run's failed steps and failed checks)."""
+    from pymongo import MongoClient
+
+    from notes_pipeline.core.resources.mongo import ACTIVITY_LOG_JOBS
+
+    run_cids = {r.dagster_run.run_id: fbr.run_cid(r.dagster_run.tags) for r in records}
+    with MongoClient(env["NOTES_PIPELINE_MONGO_URI"]) as client:
+        jobs = list(
+            client[env["NOTES_PIPELINE_MONGO_DB"]][ACTIVITY_LOG_JOBS].find(
+                {"job_id": {"$in": sorted(run_cids)}}
+            )
+        )
+    tally = fbr.tally_activity_logs(
+        jobs,
+        run_cids,
+        {cid: e["audits"] for cid, e in expected.items()},
+        {cid: e["audit_plan"] for cid, e in expected.items()},
+    )
+    tally["report_disagrees"] = report_disagreements(instance, tally["per_cid"], run_cids)
+    tally["not_loaded_why"] = {
+        cid: run_failures(instance, [r for r in records if run_cids[r.dagster_run.run_id] == cid])
+        for cid in tally["not_loaded"]
+    }
+    return tally
+
+
+def run_failures(instance, records: list) -> list[dict]:
+    """Per run: its status, the steps that failed and the asset checks that did not pass."""
+    from dagster._core.events import DagsterEventType
+
+    out = []
+    for record in records:
+        run = record.dagster_run
+        events = instance.all_logs(
+            run.run_id,
+            of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.ASSET_CHECK_EVALUATION},
+        )
+        failed_steps, failed_checks = [], []
+        for event in events:
+            dagster_event = event.dagster_event
+            if dagster_event.event_type == DagsterEventType.STEP_FAILURE:
+                failed_steps.append(dagster_event.step_key)
+                continue
+            check = dagster_event.event_specific_data
+            if not check.passed:
+                failed_checks.append(
+                    f"{check.asset_key.to_user_string()}:{check.check_name}"
+                    + (" (blocking)" if check.blocking else "")
+                )
+        out.append(
+            {
+                "run_id": run.run_id,
+                "status": run.status.value,
+                "failed_steps": failed_steps,
+                "failed_checks": failed_checks,
+            }
+        )
+    return out
+
+
+def report_disagreements(instance, per_cid: dict[str, dict], run_cids: dict[str, str]) -> list:
+    """CIDs whose activity_log_validation_report (from one of the backfill's runs) records
+    another status or other counts than the job document, or is missing."""
+    import dagster as dg
+
+    out = []
+    for cid, row in per_cid.items():
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("activity_log_validation_report"), asset_partitions=[cid]
+            ),
+            limit=1,
+        ).records
+        if not found or found[0].run_id not in run_cids:
+            out.append({"cid": cid, "report": None})
+            continue
+        meta = found[0].asset_materialization.metadata
+        status = meta["status"].value if "status" in meta else None
+        outcomes = meta["outcomes"].value if "outcomes" in meta else {}
+        counts = {k: int(outcomes.get(k, 0)) for k in ("migrated", "skipped", "failed")}
+        if status != row["status"] or any(counts[k] != row[k] for k in counts):
+            out.append({"cid": cid, "report": {"status": status, **counts}, "job": row})
+    return out
 
 
 def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
@@ -782,6 +979,13 @@ def machine() -> dict:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--timeout", type=float, default=1200, help="hard limit for the whole script")
+    ap.add_argument(
+        "--families",
+        choices=sorted(fbr.FAMILIES),
+        default="notes",
+        help="notes: job backfill of migrate_cid (default); both: one asset backfill of the "
+        "notes and activity-log assets (publishes into section activity_logs)",
+    )
     ap.add_argument("--shared", action="store_true", help="use the stack's databases as is")
     ap.add_argument("--mongo", choices=("auto", "stack", "private"), default="auto")
     ap.add_argument("--no-seed", action="store_true", help="reuse the data already seeded")
@@ -829,7 +1033,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument(
         "--publish",
         action="store_true",
-        help="also write the run into benchmarks/results/latest.json (section full_backfill)",
+        help="also write the run into benchmarks/results/latest.json (section full_backfill; "
+        "with --families both: full_backfill_wall_s and full_backfill of section activity_logs)",
     )
     return ap.parse_args()
 
@@ -857,7 +1062,9 @@ def main() -> int:
         "argv": sys.argv[1:],
         "machine": machine(),
         "mode": "shared" if args.shared else "isolated",
+        "families": args.families,
     }
+    families = fbr.FAMILIES[args.families]
     procs = Procs()
     exit_code = 1
     try:
@@ -898,6 +1105,8 @@ def main() -> int:
         if len(by_cid) != len(FULL_CIDS):
             raise RuntimeError(f"expected {len(FULL_CIDS)} full-profile CIDs, found {len(by_cid)}")
         results["cleared"] = clear_targets(env, by_cid)
+        if "activity_logs" in families:
+            results["cleared"]["activity_logs"] = clear_activity_logs(env, by_cid)
         log(f"cleared: {results['cleared']}")
 
         # ---- transform cost (before the backfill, so nothing competes for the CPU)
@@ -922,6 +1131,12 @@ def main() -> int:
             instance.add_dynamic_partitions("cid", missing)
             results["added_by_hand"] = missing
         partitions = transform_cost.parse_cids(args.cids) if args.cids else FULL_CIDS
+        expected = expected_counts(py, env, partitions)
+        records_expected = {
+            family: sum(e[fbr.RECORDS[family]] for e in expected.values()) for family in families
+        }
+        results["cids"] = len(partitions)
+        results["expected_records"] = records_expected
 
         # ---- daemon + webserver
         bin_dir = Path(py).parent
@@ -998,22 +1213,37 @@ def main() -> int:
 
         # ---- launch and wait
         cpu_before = cpu_snapshot(roots)
+        loadavg_at_launch = open("/proc/loadavg").read().split()[:3]  # noqa: SIM115
         launched_at = time.time()
-        backfill_id = launch_backfill(port, location, repo, partitions)
-        log(f"backfill {backfill_id} launched over {len(partitions)} CIDs")
+        backfill_id = launch_backfill(port, location, repo, partitions, args.families)
+        log(f"backfill {backfill_id} launched over {len(partitions)} CIDs ({args.families})")
         if args.no_webserver_after_launch:
             procs.stop_one("dagster-webserver")
         # keep ~3 minutes of the hard timeout for the metrics and the clean stop
-        records = wait_for_runs(instance, backfill_id, len(partitions), deadline - 180)
+        records = wait_for_runs(
+            instance,
+            backfill_id,
+            len(partitions),
+            deadline - 180,
+            until_complete=args.families != "notes",
+        )
         finished_at = time.time()
         log(f"all {len(records)} runs finished {finished_at - launched_at:.1f} s after launch")
         cpu_after = cpu_snapshot(roots)
         sampler.sample_once()
         sampler.stop()
 
-        metrics = run_metrics(env, records, launched_at)
-        metrics["notes_per_s"] = round(FULL_TOTAL_NOTES / metrics["wall_s"], 1)
+        metrics = run_metrics(env, records, launched_at, families)
+        metrics["notes_per_s"] = fbr.rate(records_expected["notes"], metrics["wall_s"])
+        if len(families) > 1:
+            walls = metrics["wall_s_by_family"]
+            metrics["records"] = {**records_expected, "combined": sum(records_expected.values())}
+            metrics["records_per_s"] = {
+                **{f: fbr.rate(records_expected[f], walls[f]) for f in families},
+                "combined": fbr.rate(sum(records_expected.values()), metrics["wall_s"]),
+            }
         metrics["backfill_id"] = backfill_id
+        metrics["loadavg_at_launch"] = loadavg_at_launch
         metrics["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]  # noqa: SIM115
         results["backfill"] = metrics
         results["memory"] = {
@@ -1043,7 +1273,11 @@ def main() -> int:
             "shared servers (postgres = postmaster cutime = ended backends), so they include "
             "other users' load in the same window."
         )
-        results["outcomes"] = outcome_summary(instance, partitions)
+        results["outcomes"] = outcome_summary(instance, partitions, records_expected["notes"])
+        if "activity_logs" in families:
+            results["activity_log_outcomes"] = activity_log_outcomes(
+                instance, env, records, expected
+            )
         # the daemon marks the backfill complete on its next iteration (every 30 s)
         status_deadline = min(deadline - 60, time.monotonic() + 35)
         while time.monotonic() < status_deadline:
@@ -1069,21 +1303,89 @@ def main() -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2, default=str))
     if args.publish and exit_code == 0:
-        wall_s = results.get("backfill", {}).get("wall_s")
-        log(f"published: {update_section('full_backfill', {'wall_s': wall_s, **results})}")
+        log(f"published: {publish(results, out_path)}")
     print(json.dumps(summary(results), indent=2, default=str))
     log(f"results: {out_path}")
     return exit_code
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def publish(results: dict, out_path: Path, latest: Path = LATEST) -> Path:
+    """`notes`: the run as section full_backfill. `both`: full_backfill_wall_s and the
+    full_backfill details in section activity_logs, its other keys kept."""
+    wall_s = results.get("backfill", {}).get("wall_s")
+    if results["families"] == "notes":
+        return update_section("full_backfill", {"wall_s": wall_s, **results}, latest)
+    previous = json.loads(latest.read_text()).get("activity_logs") if latest.exists() else None
+    section = fbr.activity_logs_section(previous, wall_s, publish_details(results, out_path))
+    return update_section("activity_logs", section, latest)
+
+
+def publish_details(results: dict, out_path: Path) -> dict:
+    """The `full_backfill` sub-object of the activity_logs section (--families both)."""
+    b = results.get("backfill", {})
+    o = results.get("outcomes", {})
+    a = results.get("activity_log_outcomes", {})
+    try:
+        results_file = str(out_path.resolve().relative_to(ROOT))
+    except ValueError:
+        results_file = str(out_path)
+    return {
+        "date": results["date"],
+        "commit": git_commit(),
+        "label": results.get("label"),
+        "scope": f"the `full` profile, {results.get('cids')} CIDs, both families (notes + "
+        "activity logs) in one asset backfill",
+        "wall_s": b.get("wall_s"),
+        "wall_s_by_family": b.get("wall_s_by_family"),
+        "records": b.get("records"),
+        "records_per_s": b.get("records_per_s"),
+        "runs": b.get("runs"),
+        "runs_by_status": b.get("runs_by_status"),
+        "backfill_status": b.get("backfill_status"),
+        "layout": b.get("layout"),
+        "median_run_s": b.get("median_run_s"),
+        "median_step_s": b.get("median_step_s"),
+        "notes": {
+            "totals": o.get("totals"),
+            "accounted": o.get("accounted_notes"),
+            "expected": o.get("expected_notes"),
+            "adds_up": o.get("adds_up"),
+            "by_status": o.get("by_status"),
+        },
+        "activity_logs": {k: v for k, v in a.items() if k != "per_cid"},
+        "loadavg_before": b.get("loadavg_at_launch"),
+        "loadavg_after": b.get("loadavg_at_end"),
+        "peak_all_sessions_mb": results.get("memory", {}).get("peak_all_sessions_mb"),
+        "mongo": results.get("mongo"),
+        "reproduce": "NOTES_PIPELINE_STACK_PORT_OFFSET=… make up && "
+        f".venv/bin/python benchmarks/full_backfill.py {' '.join(results['argv'])}",
+        "results_file": results_file,
+    }
 
 
 def summary(results: dict) -> dict:
     b = results.get("backfill", {})
     t = results.get("transform", {})
     o = results.get("outcomes", {})
+    a = results.get("activity_log_outcomes")
     return {
         "label": results.get("label"),
         "error": results.get("error"),
+        "families": results.get("families"),
         "wall_s": b.get("wall_s"),
+        "wall_s_by_family": b.get("wall_s_by_family"),
+        "records_per_s": b.get("records_per_s"),
+        "layout": b.get("layout"),
+        "backfill_status": b.get("backfill_status"),
         "notes_per_s": b.get("notes_per_s"),
         "runs": b.get("runs"),
         "runs_by_status": b.get("runs_by_status"),
@@ -1102,7 +1404,11 @@ def summary(results: dict) -> dict:
         "loadavg": [results.get("machine", {}).get("loadavg_at_start"), b.get("loadavg_at_end")],
         "nh3_ratio_all": t.get("ratio_all"),
         "nh3_ratio_sanitized": t.get("ratio_sanitized"),
-        "outcomes": {k: o.get(k) for k in ("by_status", "totals", "adds_up_to_21000")},
+        "outcomes": {
+            k: o.get(k)
+            for k in ("by_status", "totals", "adds_up_to_21000", "expected_notes", "adds_up")
+        },
+        "activity_log_outcomes": {k: v for k, v in a.items() if k != "per_cid"} if a else None,
     }
 
 
