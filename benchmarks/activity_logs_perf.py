@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from results_file import update_section
 
-        update_section("activity_logs", out)
+        update_section("activity_logs", out, merge=True)  # keeps the full backfill's keys
     return 0
 
 

@@ -47,12 +47,17 @@ def machine() -> dict[str, Any]:
     }
 
 
-def update_section(name: str, data: dict[str, Any], path: Path = LATEST) -> Path:
-    """Replace section ``name`` of ``path`` with ``data``; other sections are kept."""
+def update_section(
+    name: str, data: dict[str, Any], path: Path = LATEST, *, merge: bool = False
+) -> Path:
+    """Replace section ``name`` of ``path`` with ``data`` (``merge``: only the keys of
+    ``data``, keeping the section's other keys, e.g. another benchmark's figures in a shared
+    section); other sections are kept."""
     current: dict[str, Any] = {}
     if path.exists():
         current = json.loads(path.read_text())
-    current[name] = data
+    previous = current.get(name)
+    current[name] = {**previous, **data} if merge and isinstance(previous, dict) else data
     current["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     current["commit"] = _commit()
     current["machine"] = machine()
