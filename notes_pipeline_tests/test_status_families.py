@@ -86,3 +86,9 @@ def test_an_asset_backfill_run_of_the_cid_counts(instance):
     }
     start(instance, "logs_job", tags=mine)
     assert states(instance) == (MonitorState.NOT_STARTED, MonitorState.IN_PROGRESS)
+
+
+def test_an_empty_asset_selection_falls_back_to_the_plan(instance):
+    """An in-process ``materialize`` stores an empty selection: its steps decide."""
+    start(instance, "notes_job", asset_selection=frozenset())
+    assert states(instance) == (MonitorState.IN_PROGRESS, MonitorState.NOT_STARTED)

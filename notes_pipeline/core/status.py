@@ -134,10 +134,10 @@ def cid_status(instance: dg.DagsterInstance, cid: str, assets: StatusAssets) -> 
 
 def run_covers(instance: dg.DagsterInstance, run: dg.DagsterRun, assets: StatusAssets) -> bool:
     """Whether ``run`` materializes the family's load or report asset: its asset selection
-    when it has one, else the steps of its execution plan (a job run). True when neither is
-    known."""
+    when it has one, else the steps of its execution plan (a job run, an in-process
+    materialize). True when neither is known."""
     wanted = (assets.load, assets.report)
-    if run.asset_selection is not None:
+    if run.asset_selection:  # None, or empty for an in-process materialize: not known
         return any(key in run.asset_selection for key in wanted)
     if run.execution_plan_snapshot_id is None:
         return True
