@@ -289,3 +289,14 @@ def test_the_memory_bound_fails_the_dict_index():
     """The bound above is not vacuous: the former implementation exceeds it."""
     peak, held = peak_bytes_per_record(dict_index, 50_000)
     assert peak > 2 * PEAK_BYTES_PER_RECORD and held > 2 * HELD_BYTES_PER_RECORD
+
+
+def test_external_ids_int_cannot_read_are_unkeyed_not_a_crash():
+    """``str.isdigit`` accepts ``²``/``①`` (``int`` does not) and ``int`` refuses more than
+    4300 digits: one such stored document made ``index_stored`` raise, so the report's
+    ``with_retries`` gave up and the whole CID went ``VALIDATION_SKIPPED``."""
+    odd = ["crm_audit:²", "crm_audit:1①", "crm_audit:" + "9" * 5000]
+    index = index_stored([stored(1), *(stored(2, external_id=e) for e in odd)])
+    assert (index.scanned, index.unkeyed, index.distinct) == (4, 3, 1)
+    assert [audit_id_of(e) for e in odd] == [None, None, None]
+    assert audit_id_of("crm_audit:٣") == 3  # a decimal digit int reads: keyed as before

@@ -63,10 +63,16 @@ def digest(document: Mapping[str, Any]) -> bytes:
 
 
 def audit_id_of(external_id: object) -> int | None:
-    """``crm_audit:<id>`` → id; None for anything else."""
+    """``crm_audit:<id>`` → id; None for anything else (also a tail ``int`` cannot read:
+    digits that are not decimal, e.g. ``²``, or more than ``int``'s digit limit)."""
     text = str(external_id or "")
     tail = text.removeprefix(EXTERNAL_ID_PREFIX)
-    return int(tail) if text.startswith(EXTERNAL_ID_PREFIX) and tail.isdigit() else None
+    if not (text.startswith(EXTERNAL_ID_PREFIX) and tail.isdecimal()):
+        return None
+    try:
+        return int(tail)
+    except ValueError:  # beyond sys.get_int_max_str_digits()
+        return None
 
 
 def digest_value(document: Mapping[str, Any]) -> int:
