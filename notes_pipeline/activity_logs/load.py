@@ -30,7 +30,7 @@ from notes_pipeline.activity_logs.records import (
     SkipCode,
 )
 from notes_pipeline.core.crm_records import Organization
-from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult
+from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult, partial_result
 from notes_pipeline.core.vocabulary import LoadStatus
 
 Writer = Callable[[Sequence[dict[str, Any]]], BulkUpsertResult]
@@ -110,7 +110,7 @@ def _attempt(write: Writer, documents: Sequence[dict[str, Any]]) -> BulkUpsertRe
     try:
         return write(documents)
     except Exception as exc:  # noqa: BLE001 - any failure of the call fails its rows (retried)
-        return BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(documents))})
+        return partial_result(exc, len(documents))  # rows of the calls that ended keep theirs
 
 
 def write_batch(write: Writer, batch: Sequence[PlanEntry]) -> BulkUpsertResult:

@@ -34,6 +34,7 @@ from notes_pipeline.core.crm_records import Organization
 from notes_pipeline.core.rates import exceeds_failure_threshold, iter_batches
 from notes_pipeline.core.resources.attachment_download import AttachmentError, GuardedDownloader
 from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
+from notes_pipeline.core.resources.mongo_writes import partial_result
 from notes_pipeline.core.resources.storage import AttachmentStorage
 from notes_pipeline.core.vocabulary import AttachmentCode, LoadStatus, Outcome
 
@@ -184,7 +185,7 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
     try:
         first = ctx.mongo.upsert_notes(ctx.org.company_sso_id, documents)
     except Exception as exc:  # noqa: BLE001 - PyMongoError, or a client-side encoding error
-        first = BulkUpsertResult(errors={i: type(exc).__name__ for i in range(len(documents))})
+        first = partial_result(exc, len(documents))  # rows of the calls that ended keep theirs
     merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
     for index in sorted(first.errors):
         try:

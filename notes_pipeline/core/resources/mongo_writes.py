@@ -63,8 +63,9 @@ def upsert_on_insert(
     most ``max_ops`` operations (longer batches are split into calls, up to ``concurrency`` of
     them at once; the result is the same either way). Raises ``ValueError`` for a document
     outside the scope; ``ConnectionFailure``/``ExecutionTimeout`` propagate, once every call
-    has ended, so the caller may retry the batch (upserts make that safe). Any other failure
-    is per row.
+    has ended, so the caller may retry the batch (upserts make that safe); the exception's
+    ``partial_result`` holds the outcomes of the calls that ended (``partial_result()``), so
+    that a retry need only send the rows in ``errors``. Any other failure is per row.
     """
     for doc in documents:
         if any(doc.get(k) != v for k, v in scope.items()):
@@ -87,19 +88,52 @@ def upsert_on_insert(
         return done
 
     workers = min(max(1, concurrency), len(parts))
+    raised: ConnectionFailure | ExecutionTimeout | None = None
+    results: list[BulkUpsertResult] = []
     if workers <= 1:
-        results = [write(part) for part in parts]
+        for part in parts:
+            if raised is None:
+                try:
+                    results.append(write(part))
+                    continue
+                except (ConnectionFailure, ExecutionTimeout) as exc:
+                    raised = exc
+            results.append(_failed(part, raised))  # this call and the ones not sent
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(write, part) for part in parts]
-        results = [future.result() for future in futures]  # re-raises a call's exception
+        for part, future in zip(parts, futures, strict=True):
+            try:
+                results.append(future.result())  # re-raises a call's other exceptions
+            except (ConnectionFailure, ExecutionTimeout) as exc:
+                raised = raised or exc
+                results.append(_failed(part, exc))
     merged = BulkUpsertResult()
     for done in results:
         merged.upserted |= done.upserted
         merged.matched |= done.matched
         merged.errors.update(done.errors)
         merged.resolved_by_reads += done.resolved_by_reads
+    if raised is not None:
+        # the calls that did end keep their outcomes: a retry of the whole batch would find
+        # their inserted rows already there and call them matched
+        raised.partial_result = merged  # type: ignore[union-attr]
+        raise raised
     return merged
+
+
+def _failed(part: range, exc: BaseException) -> BulkUpsertResult:
+    return BulkUpsertResult(errors={index: type(exc).__name__ for index in part})
+
+
+def partial_result(exc: BaseException, size: int) -> BulkUpsertResult:
+    """What a raising ``upsert_on_insert`` of ``size`` rows had done: the outcomes of its calls
+    that ended (``partial_result`` of a ``ConnectionFailure``/``ExecutionTimeout``), the other
+    rows as errors; every row an error for any other exception."""
+    done = getattr(exc, "partial_result", None)
+    if isinstance(done, BulkUpsertResult):
+        return done
+    return BulkUpsertResult(errors={index: type(exc).__name__ for index in range(size)})
 
 
 def _write_part(collection, scope, key_field, documents, ids, requests, part, result) -> None:
