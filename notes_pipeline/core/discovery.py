@@ -7,15 +7,12 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
+from notes_pipeline.core.parsing import cid_sort_key
 from notes_pipeline.core.partitions import cid_partitions
 from notes_pipeline.core.resources.crm import CrmExtractError, CrmSource
 from notes_pipeline.core.resources.settings import SettingsBase
 
 log = logging.getLogger(__name__)
-
-
-def _cid_key(cid: str) -> tuple[int, int, str]:
-    return (0, int(cid), cid) if cid.isdigit() else (1, 0, cid)
 
 
 def discoverable_cids(
@@ -38,7 +35,7 @@ def discoverable_cids(
             log.info("CRM source without audits: CIDs discovered by Person notes only")
         except CrmExtractError as exc:  # no grant / no table yet (OQ-1): notes keep working
             log.warning(f"audit discovery skipped ({exc}); CIDs discovered by Person notes only")
-    return sorted(with_notes | with_audits, key=_cid_key)
+    return sorted(with_notes | with_audits, key=cid_sort_key)
 
 
 def new_cids(

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from notes_pipeline.core.parsing import cid_sort_key
 from notes_pipeline.core.partitions import cid_partitions, runs_of_cid
 from notes_pipeline.core.run_metadata import (
     LoadProgress,
@@ -224,11 +225,7 @@ def all_statuses(instance: dg.DagsterInstance, assets: StatusAssets) -> list[Cid
 
 def registered_cids(instance: dg.DagsterInstance) -> list[str]:
     """The registered CID partitions, in numeric CID order."""
-    return sorted(instance.get_dynamic_partitions(cid_partitions.name), key=_cid_sort_key)
-
-
-def _cid_sort_key(cid: str):
-    return (0, int(cid), cid) if cid.isdigit() else (1, 0, cid)
+    return sorted(instance.get_dynamic_partitions(cid_partitions.name), key=cid_sort_key)
 
 
 def force_rerun_requested(tags: Mapping[str, str]) -> bool:

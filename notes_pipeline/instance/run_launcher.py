@@ -50,6 +50,8 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
+from notes_pipeline.core.parsing import ascii_int
+
 RUN_WORKER_PID_TAG = "notes_pipeline/run_worker_pid"
 DEFAULT_PRELOAD_MODULES = ("dagster", "dagster._cli.api", "dagster_postgres")
 
@@ -303,7 +305,7 @@ def _same_python(executable_path: str | None) -> bool:
 def _worker_pid(tags: Mapping[str, str]) -> int | None:
     """The run worker PID recorded in the run's tags, or None."""
     value = tags.get(RUN_WORKER_PID_TAG)
-    return int(value) if value and value.isdigit() else None
+    return ascii_int(value)
 
 
 def _process_alive(pid: int) -> bool:

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import httpcore
 import httpx
 
+from notes_pipeline.core.parsing import ascii_int
 from notes_pipeline.core.vocabulary import AttachmentCode
 
 Resolver = Callable[..., Iterable[Any]]
@@ -847,7 +848,8 @@ class GuardedDownloader:
         if not 200 <= status < 300:
             raise _failed(f"status={status}")
         declared = response.headers.get("content-length", "").strip()
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        length = ascii_int(declared, max_digits=30)
+        if length is not None and length > self.max_bytes:
             details = f"content_length={declared} max_bytes={self.max_bytes}"
             raise AttachmentError(AttachmentCode.ATTACHMENT_TOO_LARGE, details)
         codings = _content_codings(response)

@@ -27,6 +27,7 @@ from notes_pipeline.core.crm_records import (
     CrmUser,
     Organization,
 )
+from notes_pipeline.core.parsing import ascii_int
 from notes_pipeline.core.resources.crm_api import (
     CrmApiShapeError,
     decode_page,
@@ -276,7 +277,7 @@ class PostgresCrmSource(CrmSource):
     ) -> list[str]:
         params = {
             **audit_params(AuditScope("0", dict(auditable_kinds), 0)),
-            "exclude": sorted({int(c) for c in exclude if str(c).isdigit()}),
+            "exclude": sorted({n for c in exclude if (n := ascii_int(str(c))) is not None}),
         }
         session = _ReadOnlySession(self.dsn)
         try:

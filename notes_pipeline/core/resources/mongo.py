@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from notes_pipeline.core.parsing import ascii_int
 from notes_pipeline.core.resources.mongo_indexes import (
     drop_contact_notes_index,
     ensure_contact_notes_index,
@@ -49,7 +50,7 @@ PRELOAD_BATCH = 10_000  # documents per getMore while preloading a company's con
 
 def _map_person_id(key: Any) -> int | None:
     """A ``crm_contact_id_map.crm_person_id`` as an int: a number or a digit string."""
-    return int(key) if isinstance(key, int | str) and str(key).isdigit() else None
+    return ascii_int(key)
 
 
 class CdpMongo(dg.ConfigurableResource):
