@@ -380,6 +380,12 @@ def clear_targets(env: dict[str, str], by_cid: dict[str, str]) -> dict[str, int]
     s3 = boto3.client("s3", endpoint_url=env["NOTES_PIPELINE_S3_ENDPOINT_URL"])
     bucket = env["NOTES_PIPELINE_CDP_BUCKET"]
     prefixes = [f"{c}/" for c in by_cid.values()] + [f"_migration_reports/{cid}/" for cid in by_cid]
+    objects = delete_prefixes(s3, bucket, prefixes)
+    return {"contact_notes_deleted": deleted, "cdp_objects_deleted": objects}
+
+
+def delete_prefixes(s3, bucket: str, prefixes: list[str]) -> int:
+    """Delete every object under each prefix of ``bucket``; returns how many."""
     objects = 0
     paginator = s3.get_paginator("list_objects_v2")
     for prefix in prefixes:
@@ -394,7 +400,7 @@ def clear_targets(env: dict[str, str], by_cid: dict[str, str]) -> dict[str, int]
                 Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
             )
         objects += len(keys)
-    return {"contact_notes_deleted": deleted, "cdp_objects_deleted": objects}
+    return objects
 
 
 def clear_activity_logs(env: dict[str, str], by_cid: dict[str, str]) -> dict[str, int]:
@@ -422,23 +428,8 @@ def clear_activity_logs(env: dict[str, str], by_cid: dict[str, str]) -> dict[str
         }
     s3 = boto3.client("s3", endpoint_url=env["NOTES_PIPELINE_S3_ENDPOINT_URL"])
     bucket = env["NOTES_PIPELINE_CDP_BUCKET"]
-    objects = 0
-    paginator = s3.get_paginator("list_objects_v2")
-    for cid in by_cid:
-        keys = [
-            item["Key"]
-            for page in paginator.paginate(
-                Bucket=bucket, Prefix=f"_migration_reports/activity_logs/{cid}/"
-            )
-            for item in page.get("Contents", [])
-        ]
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            s3.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
-        objects += len(keys)
-    out["cdp_objects_deleted"] = objects
+    prefixes = [f"_migration_reports/activity_logs/{cid}/" for cid in by_cid]
+    out["cdp_objects_deleted"] = delete_prefixes(s3, bucket, prefixes)
     return out
 
 
