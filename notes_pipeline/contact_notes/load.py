@@ -228,21 +228,27 @@ def load_ready_notes(
     dropped_failures = LoadResult(result.cid, result.company_sso_id, result.status)
     migrated = skipped = failed = 0
     processed = 0
+
+    def count_attachments(plan: NotePlan) -> None:
+        """The plan's rule-dropped attachments as failures (listed first at the end) and its
+        planned ones (rule drops excluded)."""
+        for dropped in plan.dropped_attachments:
+            _attachment_failed(
+                ctx,
+                dropped_failures,
+                plan,
+                dropped.asset_id,
+                dropped.attachment_type,
+                dropped.reason_code,
+                dropped.details,
+            )
+        result.attachments_planned += len(plan.attachments)
+
     with ThreadPoolExecutor(max_workers=max(1, ctx.attachment_workers)) as pool:
         all_batches = iter_batches(chain([first], ready), ctx.batch_size)
         for number, batch in enumerate(all_batches, start=1):
             for plan in batch:
-                for dropped in plan.dropped_attachments:  # rule drops: listed first at the end
-                    _attachment_failed(
-                        ctx,
-                        dropped_failures,
-                        plan,
-                        dropped.asset_id,
-                        dropped.attachment_type,
-                        dropped.reason_code,
-                        dropped.details,
-                    )
-                result.attachments_planned += len(plan.attachments)  # rule drops excluded
+                count_attachments(plan)
             documents, copied = _attach_batch(ctx, batch, result, pool)
             written = upsert_with_retry(ctx, documents)
             for index, plan in enumerate(batch):
@@ -296,17 +302,7 @@ def load_ready_notes(
                     failure_rate=result.load_failure_rate_pct,
                 )
                 for plan in ready:
-                    for dropped in plan.dropped_attachments:
-                        _attachment_failed(
-                            ctx,
-                            dropped_failures,
-                            plan,
-                            dropped.asset_id,
-                            dropped.attachment_type,
-                            dropped.reason_code,
-                            dropped.details,
-                        )
-                    result.attachments_planned += len(plan.attachments)
+                    count_attachments(plan)
                     result.record(NoteOutcome(plan.legacy_crm_note_id, Outcome.NOT_ATTEMPTED))
                 break
     result.attachment_failures = dropped_failures.attachment_failures + result.attachment_failures
