@@ -109,6 +109,21 @@ class BenchTimeout(Exception):
     pass
 
 
+def arm_timeout(seconds: float) -> None:
+    """Self-stopping: ``BenchTimeout`` after ``seconds`` (SIGALRM), and SIGTERM as
+    ``KeyboardInterrupt``, so the caller's clean-up stops every process it started."""
+
+    def on_alarm(signum, frame):
+        raise BenchTimeout(f"hard timeout of {seconds:.0f} s reached")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(int(seconds))
+
+
 def log(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -1034,16 +1049,7 @@ def main() -> int:
     args = parse_args()
     t0 = time.monotonic()
     deadline = t0 + args.timeout
-
-    def on_alarm(signum, frame):
-        raise BenchTimeout(f"hard timeout of {args.timeout:.0f} s reached")
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout))
+    arm_timeout(args.timeout)
 
     base = stack_env()
     env = bench_env(base, args)

@@ -824,16 +824,7 @@ def main() -> int:
     if unknown:
         sys.exit(f"unknown faults: {sorted(unknown)} (known: {', '.join(FAULTS)})")
     t0 = time.monotonic()
-
-    def on_alarm(signum, frame):
-        raise fb.BenchTimeout(f"hard timeout of {args.timeout:.0f} s reached")
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout))
+    fb.arm_timeout(args.timeout)
     caller_env = dict(os.environ)
     ctx = Ctx(
         env=rel_env(fb.stack_env()),

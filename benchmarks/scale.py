@@ -78,6 +78,7 @@ from full_backfill import (  # noqa: E402
     BenchTimeout,
     Procs,
     admin_conn,
+    arm_timeout,
     clear_targets,
     ensure_buckets,
     ensure_database,
@@ -590,16 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.monotonic()
     deadline = t0 + args.timeout
-
-    def on_alarm(signum, frame):
-        raise BenchTimeout(f"hard timeout of {args.timeout:.0f} s reached")
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout))
+    arm_timeout(args.timeout)
 
     base = stack_env()
     env = scale_env(base)
