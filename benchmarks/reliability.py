@@ -158,12 +158,8 @@ def graphql(ctx: Ctx, query: str, variables: dict) -> dict:
     raise AssertionError("unreachable")
 
 
-def submit(ctx: Ctx, cid: str, *, batch_size: int | None = None, force: bool = False) -> str:
-    """``migrate_cid`` for ``cid`` through the run queue, as the UI's Materialize does."""
-    tags = [{"key": "dagster/partition", "value": cid}]
-    if force:
-        tags.append({"key": faults_force_tag(), "value": "true"})
-    config = faults.settings_run_config(batch_size=batch_size) if batch_size else {}
+def launch(ctx: Ctx, job: str, run_config: dict, tags: list[dict[str, str]]) -> str:
+    """``job`` through the run queue, as the UI's Launchpad does; returns the run id."""
     result = graphql(
         ctx,
         LAUNCH_RUN,
@@ -172,9 +168,9 @@ def submit(ctx: Ctx, cid: str, *, batch_size: int | None = None, force: bool = F
                 "selector": {
                     "repositoryLocationName": ctx.location,
                     "repositoryName": ctx.repo,
-                    "jobName": "migrate_cid",
+                    "jobName": job,
                 },
-                "runConfigData": config,
+                "runConfigData": run_config,
                 "executionMetadata": {"tags": tags},
             }
         },
@@ -182,6 +178,15 @@ def submit(ctx: Ctx, cid: str, *, batch_size: int | None = None, force: bool = F
     if result["__typename"] != "LaunchRunSuccess":
         raise RuntimeError(f"launch failed: {result}")
     return result["run"]["runId"]
+
+
+def submit(ctx: Ctx, cid: str, *, batch_size: int | None = None, force: bool = False) -> str:
+    """``migrate_cid`` for ``cid`` through the run queue, as the UI's Materialize does."""
+    tags = [{"key": "dagster/partition", "value": cid}]
+    if force:
+        tags.append({"key": faults_force_tag(), "value": "true"})
+    config = faults.settings_run_config(batch_size=batch_size) if batch_size else {}
+    return launch(ctx, "migrate_cid", config, tags)
 
 
 def faults_force_tag() -> str:
@@ -192,26 +197,11 @@ def faults_force_tag() -> str:
 
 def rollback(ctx: Ctx, cid: str) -> None:
     """The job `rollback_cid` through the queue (Ops' rollback), waited for."""
-    result = graphql(
-        ctx,
-        LAUNCH_RUN,
-        {
-            "executionParams": {
-                "selector": {
-                    "repositoryLocationName": ctx.location,
-                    "repositoryName": ctx.repo,
-                    "jobName": "rollback_cid",
-                },
-                "runConfigData": {
-                    "ops": {
-                        "rollback_cid_op": {"config": {"cid": cid, "confirm": f"ROLLBACK {cid}"}}
-                    }
-                },
-                "executionMetadata": {"tags": []},
-            }
-        },
-    )["launchPipelineExecution"]
-    run = wait_run(ctx, result["run"]["runId"])
+    from notes_pipeline.core.rollback import confirmation_phrase
+
+    confirm = confirmation_phrase(cid)
+    config = {"ops": {"rollback_cid_op": {"config": {"cid": cid, "confirm": confirm}}}}
+    run = wait_run(ctx, launch(ctx, "rollback_cid", config, []))
     if run.status.value != "SUCCESS":
         raise RuntimeError(f"rollback of CID {cid} ended {run.status.value}")
 
