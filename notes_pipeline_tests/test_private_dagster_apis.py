@@ -231,6 +231,7 @@ CALLS = [
         POOL_KEYWORDS,
     ),
     Uses("dagster_postgres.utils:pg_url_from_config", STORAGE, ("config_value",)),
+    Uses("dagster_postgres.utils:retry_pg_connection_fn", STORAGE, ("fn",)),
 ]
 
 # Private names our code imports but only uses as types or base classes (checked further below).
@@ -544,6 +545,26 @@ def stack_postgres_url() -> str:
 def recorder(into: list[object]) -> Callable[..., None]:
     """A SQLAlchemy event listener that appends its first argument to ``into``."""
     return lambda first, *_: into.append(first)
+
+
+def test_schema_probes_we_remember_still_take_positional_arguments():
+    """``PooledPostgresStorage`` wraps each of ``storage.SCHEMA_PROBES`` in a cache keyed on
+    positional arguments: every probe must exist on dagster-postgres' storage and take no
+    keyword-only parameter."""
+    classes = {
+        "_run_storage": PostgresRunStorage,
+        "_event_log_storage": PostgresEventLogStorage,
+        "_schedule_storage": PostgresScheduleStorage,
+    }
+    for attr, probes in ours("storage").SCHEMA_PROBES.items():
+        for name in probes:
+            where = f"{classes[attr].__module__}.{classes[attr].__qualname__}.{name}"
+            method = getattr(classes[attr], name, None)
+            if not callable(method):
+                fail_changed(where, f"{method!r} (not a method)", STORAGE)
+            kinds = {p.kind for p in inspect.signature(method).parameters.values()}
+            if kinds - {inspect.Parameter.POSITIONAL_OR_KEYWORD}:
+                fail_changed(where, f"{name}{inspect.signature(method)}", STORAGE)
 
 
 def test_pooled_storage_replaces_the_engines_dagster_postgres_uses():

@@ -1,9 +1,11 @@
 """EXPERIMENT ONLY (``full_backfill.py --profile-run-workers N``): cProfile run workers.
 
-On PYTHONPATH of the benchmark's daemon only. In a process whose command line is a
-multiprocessing spawn child (how the code server starts each run) it starts cProfile at
-interpreter start-up - so imports are included - and dumps the profile at exit into
-$NOTES_BENCH_PROFILE_DIR/<pid>.prof, for at most $NOTES_BENCH_PROFILE_MAX processes.
+On PYTHONPATH of the benchmark's daemon only. Profiles go to $NOTES_BENCH_PROFILE_DIR/<pid>.prof,
+for at most $NOTES_BENCH_PROFILE_MAX processes:
+- a multiprocessing spawn child (how the stock launcher's code server starts each run): cProfile
+  from interpreter start-up (imports included) to exit;
+- a child forked by the prefork launcher's zygote (``notes_pipeline.instance.run_worker_zygote``,
+  which ends its children with ``os._exit``): cProfile around ``execute_run_worker``.
 """
 
 import os
@@ -19,6 +21,9 @@ def _start() -> None:
         with open("/proc/self/cmdline", "rb") as fh:
             cmd = fh.read()
     except OSError:
+        return
+    if b"run_worker_zygote" in cmd:
+        os.register_at_fork(after_in_child=_profile_forked_run_worker)
         return
     if b"multiprocessing.spawn" not in cmd or b"spawn_main" not in cmd:
         return
@@ -36,6 +41,33 @@ def _start() -> None:
 
     atexit.register(dump)
     prof.enable()
+
+
+def _under_limit() -> bool:
+    try:
+        return len(os.listdir(_DIR)) < int(os.environ.get("NOTES_BENCH_PROFILE_MAX", "5"))
+    except OSError:
+        return False
+
+
+def _profile_forked_run_worker() -> None:
+    """In a zygote child: wrap ``execute_run_worker`` (looked up by ``_child`` at call time)."""
+    import sys
+
+    zygote = sys.modules["__main__"]  # ``python -m notes_pipeline.instance.run_worker_zygote``
+    run = getattr(zygote, "execute_run_worker", None)
+    if run is None or not _under_limit():
+        return
+    import cProfile
+
+    def profiled(serialized_args: str) -> int:
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(run, serialized_args)
+        finally:
+            prof.dump_stats(os.path.join(_DIR, f"{os.getpid()}.prof"))
+
+    zygote.execute_run_worker = profiled
 
 
 if _DIR:

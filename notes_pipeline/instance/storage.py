@@ -17,26 +17,54 @@ fails with a clear message when one of them changes; the fallback is ``dagster.s
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg2
+import sqlalchemy as db
 from dagster._config.config_schema import UserConfigSchema  # private (type alias only)
 from dagster._core.storage.config import pg_config  # private: dagster-postgres' config schema
 from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import create_pg_engine, pg_url_from_config  # undocumented helpers
+from dagster_postgres.utils import (  # undocumented helpers
+    create_pg_engine,
+    pg_url_from_config,
+    retry_pg_connection_fn,
+)
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 
 # One connection kept per storage; threads (daemon workers, submit pools) get overflow ones.
-# pre_ping replaces a connection the server dropped (restart, idle timeout) before it is used.
+# SQLAlchemy's own pre-ping is off: a run worker checks a connection out ~250 times in a few
+# seconds, and a ping each time was ~40 % of its round trips. ``_ping_if_idle`` pings only a
+# connection that sat in the pool for IDLE_PING_AFTER_S or more.
 POOL_SETTINGS: Mapping[str, Any] = {
     "isolation_level": "AUTOCOMMIT",
     "pool_size": 1,
     "max_overflow": 10,
     "pool_recycle": 300,
-    "pool_pre_ping": True,
+    "pool_pre_ping": False,
 }
+IDLE_PING_AFTER_S = 1.0
+# Schema probes the dagster-postgres storages run on every call, each a catalog query (~60 per
+# run worker, e.g. has_table("dynamic_partitions") before every partition lookup). Migrations
+# only add tables and columns, so a true answer is kept for the life of the storage; a false one
+# is asked again.
+SCHEMA_PROBES: Mapping[str, tuple[str, ...]] = {
+    "_run_storage": (
+        "has_run_stats_index_cols",
+        "has_bulk_actions_selector_cols",
+        "has_backfill_id_column",
+        "has_bulk_action_job_name_column",
+        "has_backfill_tags_table",
+    ),
+    "_event_log_storage": ("has_table", "has_asset_key_col"),
+    "_schedule_storage": ("has_instigators_table",),
+}
+# The tables each dagster-postgres storage checks for before creating its schema.
+DAGSTER_MAIN_TABLES = frozenset({"runs", "instance_info", "event_logs", "jobs"})
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
@@ -50,9 +78,13 @@ class PooledPostgresStorage(DagsterPostgresStorage):
 
     Per process, each of the run, event-log and schedule storages holds one idle connection
     (``POOL_SETTINGS``: ``pool_size`` 1, up to ``max_overflow`` 10 more while threads need
-    them, recycled after ``pool_recycle`` 300 s, checked with ``pool_pre_ping`` before use), so at
-    most 33 connections per process. Not supported (unlike stock dagster-postgres): the
-    ``auth_provider`` (Azure workload identity token) option.
+    them, recycled after ``pool_recycle`` 300 s, pinged before use when idle for
+    ``IDLE_PING_AFTER_S`` or more), so at most 33 connections per process. The tables are
+    looked for once, through the run storage's pool (dagster-postgres looks three times, each on
+    a new connection); only when one is missing does dagster-postgres create them. The
+    ``SCHEMA_PROBES`` keep their true answers. Not supported
+    (unlike stock dagster-postgres): the ``auth_provider`` (Azure workload identity token)
+    option.
     """
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None):
@@ -73,11 +105,20 @@ class PooledPostgresStorage(DagsterPostgresStorage):
                 ``_event_log_storage``, ``_schedule_storage`` with an ``_engine`` each (a Dagster
                 upgrade; see docs/INSTANCE.md).
         """
-        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data)
-        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
+        engines = [pooled_engine(postgres_url) for _ in range(3)]
+        create = should_autocreate_tables and not DAGSTER_MAIN_TABLES <= _tables(engines[0])
+        super().__init__(postgres_url, create, inst_data=inst_data)
+        self.should_autocreate_tables = should_autocreate_tables
+        storages = (self._run_storage, self._event_log_storage, self._schedule_storage)
+        for storage, engine in zip(storages, engines, strict=True):
+            storage.should_autocreate_tables = should_autocreate_tables
             storage._engine.dispose()
-            storage._engine = create_pg_engine(postgres_url, None, **POOL_SETTINGS)
+            storage._engine = engine
             storage.optimize_for_webserver = _checked_webserver_engine(storage)
+        for attr, probes in SCHEMA_PROBES.items():
+            storage = getattr(self, attr)
+            for name in probes:
+                setattr(storage, name, remember_true(getattr(storage, name)))
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
@@ -103,6 +144,53 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             config_value.get("should_autocreate_tables", True),
             inst_data=inst_data,
         )
+
+
+def remember_true(probe: Callable[..., bool]) -> Callable[..., bool]:
+    """``probe`` (positional arguments only) answering True from memory once it said True for
+    the same arguments."""
+    known: set[tuple] = set()
+
+    @functools.wraps(probe)
+    def remembered(*args: Any) -> bool:
+        if args in known:
+            return True
+        answer = probe(*args)
+        if answer:
+            known.add(args)
+        return answer
+
+    return remembered
+
+
+def pooled_engine(postgres_url: str) -> Engine:
+    """A ``QueuePool`` engine with ``POOL_SETTINGS`` whose connections are pinged when idle.
+
+    Raises:
+        sqlalchemy.exc.ArgumentError: ``postgres_url`` is not a SQLAlchemy URL (nothing connects
+            until first use).
+    """
+    engine = create_pg_engine(postgres_url, None, **POOL_SETTINGS)
+    event.listen(engine, "checkin", _mark_checked_in)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _tables(engine: Engine) -> set[str]:
+    """Table names in the database's default schema (dagster-postgres' retries on connect)."""
+    return set(retry_pg_connection_fn(lambda: db.inspect(engine).get_table_names()))
+
+
+def _mark_checked_in(dbapi_connection, connection_record) -> None:
+    connection_record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+    """Ping a pooled connection that sat idle ``IDLE_PING_AFTER_S`` or more (a new one has no
+    mark and is not pinged); ``DisconnectionError`` makes the pool replace a dead one."""
+    checked_in_at = connection_record.info.get("checked_in_at")
+    if checked_in_at is not None and time.monotonic() - checked_in_at >= IDLE_PING_AFTER_S:
+        _ping_on_checkout(dbapi_connection, connection_record, connection_proxy)
 
 
 def _ping_on_checkout(dbapi_connection, connection_record, connection_proxy) -> None:

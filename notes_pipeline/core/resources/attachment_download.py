@@ -43,6 +43,7 @@ import httpcore
 import httpx
 
 from notes_pipeline.core.parsing import ascii_int
+from notes_pipeline.core.resources.tls import client_ssl_context
 from notes_pipeline.core.vocabulary import AttachmentCode
 
 Resolver = Callable[..., Iterable[Any]]
@@ -546,7 +547,7 @@ class DeadlineTransport(httpx.BaseTransport):
         self, max_connections: int = 32, max_keepalive: int = 16, verify: bool = True
     ) -> None:
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=client_ssl_context(verify=verify, trust_env=False),
             max_connections=max_connections,
             max_keepalive_connections=max_keepalive,
             keepalive_expiry=5.0,

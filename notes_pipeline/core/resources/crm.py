@@ -34,6 +34,7 @@ from notes_pipeline.core.resources.crm_api import (
     item_id,
     note_from_api,
 )
+from notes_pipeline.core.resources.tls import client_ssl_context
 from notes_pipeline.core.vocabulary import RunCode
 
 
@@ -767,6 +768,7 @@ class HttpCrmSource(CrmSource):
             timeout=self.timeout_s,
             headers={"Authorization": self.api_token},
             transport=self._transport,
+            verify=client_ssl_context(),
         ) as client:
             retrying = retry_with_backoff(self.backoff_s, _RetryableResponse, self._sleep)
             try:

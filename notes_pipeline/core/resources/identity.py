@@ -14,6 +14,8 @@ import httpx
 import psycopg2
 from pydantic import Field, PrivateAttr
 
+from notes_pipeline.core.resources.tls import client_ssl_context
+
 
 class IdentityLookupError(Exception):
     """The identity service could not answer; owners fall back to labels.
@@ -103,6 +105,7 @@ class HttpIdentityDirectory(IdentityDirectory):
                 timeout=self.timeout_s,
                 headers=headers,
                 transport=self._transport,
+                verify=client_ssl_context(),
             ) as client:
                 for start in range(0, len(emails), self.batch_size):
                     chunk = emails[start : start + self.batch_size]
