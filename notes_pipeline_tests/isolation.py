@@ -12,6 +12,7 @@ them at the end, so sessions never share state, even when they run at the same t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +34,25 @@ PUBLIC_READ = {
         }
     ],
 }
+
+
+def dagster_postgres_url(db_name: str | None = None) -> str:
+    """SQLAlchemy URL of the session's Dagster database from the DAGSTER_PG_* variables, as
+    ``dagster.yaml`` builds it (or of ``db_name`` on the same server)."""
+    from dagster_postgres.utils import pg_url_from_config
+
+    return pg_url_from_config(
+        {
+            "postgres_db": {
+                "hostname": os.environ["DAGSTER_PG_HOST"],
+                "port": int(os.environ["DAGSTER_PG_PORT"]),
+                "username": os.environ["DAGSTER_PG_USER"],
+                "password": os.environ["DAGSTER_PG_PASSWORD"],
+                "db_name": db_name or os.environ["DAGSTER_PG_DB"],
+                "scheme": "postgresql+psycopg2",
+            }
+        }
+    )
 
 
 def _with_database(dsn: str, database: str) -> str:

@@ -9,28 +9,11 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 import sqlalchemy
-from dagster_postgres.utils import pg_url_from_config
-from isolation import _recreate_database, _with_database
+from isolation import _recreate_database, _with_database, dagster_postgres_url
 
 from notes_pipeline.instance import storage as pooled
 
 pytestmark = pytest.mark.stack
-
-
-def dagster_url(db_name: str | None = None) -> str:
-    """A SQLAlchemy URL of the session's Dagster database (or ``db_name`` on the same server)."""
-    return pg_url_from_config(
-        {
-            "postgres_db": {
-                "hostname": os.environ["DAGSTER_PG_HOST"],
-                "port": int(os.environ["DAGSTER_PG_PORT"]),
-                "username": os.environ["DAGSTER_PG_USER"],
-                "password": os.environ["DAGSTER_PG_PASSWORD"],
-                "db_name": db_name or os.environ["DAGSTER_PG_DB"],
-                "scheme": "postgresql+psycopg2",
-            }
-        }
-    )
 
 
 @pytest.fixture
@@ -52,10 +35,12 @@ def dispose(storage: pooled.PooledPostgresStorage) -> None:
 
 
 def test_existing_tables_are_looked_for_once_on_a_pooled_connection(new_connections):
-    pooled.PooledPostgresStorage(dagster_url()).run_storage.get_runs(limit=1)  # tables exist
+    first = pooled.PooledPostgresStorage(dagster_postgres_url())  # the tables exist after it
+    first.run_storage.get_runs(limit=1)
+    dispose(first)
     new_connections.clear()
 
-    storage = pooled.PooledPostgresStorage(dagster_url())
+    storage = pooled.PooledPostgresStorage(dagster_postgres_url())
     try:
         assert len(new_connections) == 1  # dagster-postgres alone opens one per storage: 3
         storage.run_storage.get_runs(limit=1)
@@ -77,7 +62,7 @@ def test_an_empty_database_gets_every_dagster_table():
             cur.execute(f'ALTER SCHEMA public OWNER TO "{owner}"')
     finally:
         conn.close()
-    storage = pooled.PooledPostgresStorage(dagster_url(name))
+    storage = pooled.PooledPostgresStorage(dagster_postgres_url(name))
     try:
         assert storage.run_storage.get_runs(limit=1) == []
         assert storage.event_log_storage.get_logs_for_run("no-such-run") == []
@@ -113,7 +98,7 @@ def kill_backend(engine: sqlalchemy.engine.Engine) -> None:
 
 def test_a_connection_idle_past_the_threshold_is_pinged_and_replaced_when_dead(monkeypatch):
     monkeypatch.setattr(pooled, "IDLE_PING_AFTER_S", 0.0)
-    engine = pooled.pooled_engine(dagster_url())
+    engine = pooled.pooled_engine(dagster_postgres_url())
     try:
         kill_backend(engine)
         with engine.connect() as conn:
@@ -126,7 +111,7 @@ def test_a_connection_back_within_the_threshold_is_not_pinged(monkeypatch):
     monkeypatch.setattr(pooled, "IDLE_PING_AFTER_S", 3600.0)
     pings: list[object] = []
     monkeypatch.setattr(pooled, "_ping_on_checkout", lambda *args: pings.append(args))
-    engine = pooled.pooled_engine(dagster_url())
+    engine = pooled.pooled_engine(dagster_postgres_url())
     try:
         for _ in range(3):
             with engine.connect() as conn:
@@ -143,7 +128,7 @@ def test_a_connection_back_within_the_threshold_is_not_pinged(monkeypatch):
 
 
 def test_schema_probes_keep_true_answers_and_ask_again_after_false():
-    storage = pooled.PooledPostgresStorage(dagster_url())
+    storage = pooled.PooledPostgresStorage(dagster_postgres_url())
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_rest) -> None:

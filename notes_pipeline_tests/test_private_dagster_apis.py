@@ -40,6 +40,7 @@ from dagster_postgres import (
     PostgresRunStorage,
     PostgresScheduleStorage,
 )
+from isolation import dagster_postgres_url
 
 pytestmark = pytest.mark.stack
 
@@ -524,24 +525,6 @@ def test_the_zygote_run_body_runs_a_job_and_reports_failure_as_exit_code(
 # ------------------------------------------------------------------ the pooled storage
 
 
-def stack_postgres_url() -> str:
-    """The session's Dagster database, from the DAGSTER_PG_* variables (as dagster.yaml)."""
-    from dagster_postgres.utils import pg_url_from_config
-
-    return pg_url_from_config(
-        {
-            "postgres_db": {
-                "hostname": os.environ["DAGSTER_PG_HOST"],
-                "port": int(os.environ["DAGSTER_PG_PORT"]),
-                "username": os.environ["DAGSTER_PG_USER"],
-                "password": os.environ["DAGSTER_PG_PASSWORD"],
-                "db_name": os.environ["DAGSTER_PG_DB"],
-                "scheme": "postgresql+psycopg2",
-            }
-        }
-    )
-
-
 def recorder(into: list[object]) -> Callable[..., None]:
     """A SQLAlchemy event listener that appends its first argument to ``into``."""
     return lambda first, *_: into.append(first)
@@ -570,7 +553,7 @@ def test_schema_probes_we_remember_still_take_positional_arguments():
 def test_pooled_storage_replaces_the_engines_dagster_postgres_uses():
     """The three storages live in the private attributes we patch, every call goes through
     their ``_engine``, and the instance reaches them through the public properties."""
-    storage = ours("storage").PooledPostgresStorage(stack_postgres_url())
+    storage = ours("storage").PooledPostgresStorage(dagster_postgres_url())
     calls: dict[str, Callable[[], object]] = {
         "_run_storage": lambda: storage.run_storage.get_runs(limit=1),
         "_event_log_storage": lambda: storage.event_log_storage.get_logs_for_run("no-such-run"),
