@@ -18,7 +18,6 @@ fails with a clear message when one of them changes; the fallback is ``dagster.s
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,17 +36,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 
 # One connection kept per storage; threads (daemon workers, submit pools) get overflow ones.
-# SQLAlchemy's own pre-ping is off: a run worker checks a connection out ~250 times in a few
-# seconds, and a ping each time was ~40 % of its round trips. ``_ping_if_idle`` pings only a
-# connection that sat in the pool for IDLE_PING_AFTER_S or more.
+# pre_ping replaces a connection the server dropped (restart, idle timeout) before it is used.
 POOL_SETTINGS: Mapping[str, Any] = {
     "isolation_level": "AUTOCOMMIT",
     "pool_size": 1,
     "max_overflow": 10,
     "pool_recycle": 300,
-    "pool_pre_ping": False,
+    "pool_pre_ping": True,
 }
-IDLE_PING_AFTER_S = 1.0
 # Schema probes the dagster-postgres storages run on every call, each a catalog query (~60 per
 # run worker, e.g. has_table("dynamic_partitions") before every partition lookup). Migrations
 # only add tables and columns, so a true answer is kept for the life of the storage; a false one
@@ -78,8 +74,8 @@ class PooledPostgresStorage(DagsterPostgresStorage):
 
     Per process, each of the run, event-log and schedule storages holds one idle connection
     (``POOL_SETTINGS``: ``pool_size`` 1, up to ``max_overflow`` 10 more while threads need
-    them, recycled after ``pool_recycle`` 300 s, pinged before use when idle for
-    ``IDLE_PING_AFTER_S`` or more), so at most 33 connections per process. The tables are
+    them, recycled after ``pool_recycle`` 300 s, checked with ``pool_pre_ping`` before use), so at
+    most 33 connections per process. The tables are
     looked for once, through the run storage's pool (dagster-postgres looks three times, each on
     a new connection); only when one is missing does dagster-postgres create them. The
     ``SCHEMA_PROBES`` keep their true answers. Not supported
@@ -164,33 +160,18 @@ def remember_true(probe: Callable[..., bool]) -> Callable[..., bool]:
 
 
 def pooled_engine(postgres_url: str) -> Engine:
-    """A ``QueuePool`` engine with ``POOL_SETTINGS`` whose connections are pinged when idle.
+    """A ``QueuePool`` engine with ``POOL_SETTINGS``.
 
     Raises:
         sqlalchemy.exc.ArgumentError: ``postgres_url`` is not a SQLAlchemy URL (nothing connects
             until first use).
     """
-    engine = create_pg_engine(postgres_url, None, **POOL_SETTINGS)
-    event.listen(engine, "checkin", _mark_checked_in)
-    event.listen(engine, "checkout", _ping_if_idle)
-    return engine
+    return create_pg_engine(postgres_url, None, **POOL_SETTINGS)
 
 
 def _tables(engine: Engine) -> set[str]:
     """Table names in the database's default schema (dagster-postgres' retries on connect)."""
     return set(retry_pg_connection_fn(lambda: db.inspect(engine).get_table_names()))
-
-
-def _mark_checked_in(dbapi_connection, connection_record) -> None:
-    connection_record.info["checked_in_at"] = time.monotonic()
-
-
-def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
-    """Ping a pooled connection that sat idle ``IDLE_PING_AFTER_S`` or more (a new one has no
-    mark and is not pinged); ``DisconnectionError`` makes the pool replace a dead one."""
-    checked_in_at = connection_record.info.get("checked_in_at")
-    if checked_in_at is not None and time.monotonic() - checked_in_at >= IDLE_PING_AFTER_S:
-        _ping_on_checkout(dbapi_connection, connection_record, connection_proxy)
 
 
 def _ping_on_checkout(dbapi_connection, connection_record, connection_proxy) -> None:
