@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,28 @@ def test_prewarm_loads_the_s3_model_and_tls_contexts_without_credentials():
         "tls_contexts": 2,
         "same_context": True,
     }
+
+
+def test_a_cache_that_cannot_be_built_does_not_stop_the_zygote():
+    """SSL_CERT_FILE naming a missing file, an unparsable AWS config: the zygote still starts
+    (an import error would fail every launch); the runs that need the cache fail as before."""
+    probe = (
+        "import notes_pipeline.instance.prewarm\n"
+        "from notes_pipeline.core.resources.tls import client_ssl_context\n"
+        "try:\n"
+        "    client_ssl_context()\n"
+        "except FileNotFoundError:\n"
+        "    print('run still fails')\n"
+    )
+    env = {
+        **os.environ,
+        "SSL_CERT_FILE": "/nonexistent/ca.pem",
+        "AWS_CONFIG_FILE": str(REPO_ROOT / "pyproject.toml"),  # not an INI file
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "run still fails"
+    assert "prewarm: TLS context not built (FileNotFoundError" in result.stderr
+    assert "prewarm: boto3 S3 model not built (ConfigParseError" in result.stderr
