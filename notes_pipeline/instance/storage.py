@@ -90,7 +90,8 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             postgres_url: SQLAlchemy URL of the Dagster database, e.g.
                 ``postgresql+psycopg2://user:password@host:port/db``.
             should_autocreate_tables: create (and stamp) the Dagster tables if missing, as
-                dagster-postgres does; this connects once per storage with the stock engine.
+                dagster-postgres does; the tables are looked for once, on the run storage's
+                pooled engine, and dagster-postgres connects only when one is missing.
             inst_data: the ``ConfigurableClassData`` the instance loaded this class from, or None.
 
         Raises:
