@@ -14,7 +14,7 @@ What it does (see BENCHMARKS.md for the figures and the policy):
      CIDs with the same GraphQL `launchPartitionBackfill` call the UI makes, and polls the
      instance until every run finished;
   6. reports wall time (launch -> last run end), notes/s, runs, per-run overhead, peak PSS of
-     the daemon/webserver process sessions (sampled from /proc every 2 s), and per-CID
+     the daemon/webserver process sessions (sampled from /proc every 0.5 s), and per-CID
      outcomes from `notes_pipeline.core.status.all_statuses` plus the validation reports' counts.
 
 Isolation (default): the stack is shared with other engineers, and seeding `full` replaces
@@ -1202,7 +1202,7 @@ def main() -> int:
             BENCH_DIR / "logs" / "webserver.log",
         )
         roots.update(daemon=daemon.pid, webserver=web.pid)
-        sampler = procmon.TreeSampler(roots, pss_every=4).start()
+        sampler = procmon.TreeSampler(roots).start()
         procs.samplers.append(sampler)
         wait_for_daemon(instance, daemon, since, min(deadline, time.monotonic() + 180))
         location, repo = wait_for_webserver(port, web, min(deadline, time.monotonic() + 180))
@@ -1245,7 +1245,7 @@ def main() -> int:
         results["backfill"] = metrics
         results["memory"] = {
             "sampling": "sum of PSS over each server's session (server + all it spawned), "
-            "/proc every 2 s (members, RSS and CPU every 0.5 s); largest_process is RSS",
+            "/proc every 0.5 s; largest_process is RSS",
             "samples": sampler.samples,
             **{
                 f"peak_{name}_session_mb": round(kb / 1024, 1)

@@ -141,14 +141,11 @@ def classify(pid: int) -> str:
 class TreeSampler:
     """Samples the summed PSS of process sessions every ``interval`` seconds in a thread.
 
-    ``roots`` maps a name to a session leader's PID (= the session id). Members, RSS and CPU
-    are read every ``interval`` s; PSS (``smaps_rollup`` walks each process's page tables, the
-    sampler's main cost) every ``pss_every`` samples, RSS standing in for it in between.
+    ``roots`` maps a name to a session leader's PID (= the session id).
     """
 
     roots: dict[str, int]
     interval: float = 0.5
-    pss_every: int = 1
     peak_total_kb: dict[str, int] = field(default_factory=dict)
     peak_process_kb: dict[str, tuple[int, str]] = field(default_factory=dict)
     peak_all_kb: int = 0
@@ -163,12 +160,11 @@ class TreeSampler:
         total_all = 0
         workers = 0
         members = sessions_members(set(self.roots.values()))  # one pass over /proc
-        with_pss = self.samples % self.pss_every == 0
         for name, root in self.roots.items():
             total = 0
             for pid, (started, cpu) in members.get(root, {}).items():
                 rss = rss_kb(pid)
-                total += pss_kb(pid) if with_pss else 0
+                total += pss_kb(pid)
                 role = self.roles.get((pid, started)) or self.roles.setdefault(
                     (pid, started), classify(pid)
                 )
@@ -176,11 +172,9 @@ class TreeSampler:
                 workers += role == "run_worker"
                 if rss > self.peak_process_kb.get(name, (0, ""))[0]:
                     self.peak_process_kb[name] = (rss, role)
-            if with_pss:
-                self.peak_total_kb[name] = max(self.peak_total_kb.get(name, 0), total)
+            self.peak_total_kb[name] = max(self.peak_total_kb.get(name, 0), total)
             total_all += total
-        if with_pss:
-            self.peak_all_kb = max(self.peak_all_kb, total_all)
+        self.peak_all_kb = max(self.peak_all_kb, total_all)
         self.max_run_workers = max(self.max_run_workers, workers)
         self.samples += 1
 

@@ -42,7 +42,7 @@ def prewarm() -> None:
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - an optimisation; the run hits it again
-            log.warning("prewarm: %s not built (%s: %s)", name, type(exc).__name__, exc)
+            log.warning("prewarm: %s not built (%s)", name, type(exc).__name__)
 
 
 prewarm()
