@@ -75,12 +75,11 @@ class PooledPostgresStorage(DagsterPostgresStorage):
     Per process, each of the run, event-log and schedule storages holds one idle connection
     (``POOL_SETTINGS``: ``pool_size`` 1, up to ``max_overflow`` 10 more while threads need
     them, recycled after ``pool_recycle`` 300 s, checked with ``pool_pre_ping`` before use), so at
-    most 33 connections per process. The tables are
-    looked for once, through the run storage's pool (dagster-postgres looks three times, each on
-    a new connection); only when one is missing does dagster-postgres create them. The
-    ``SCHEMA_PROBES`` keep their true answers. Not supported
-    (unlike stock dagster-postgres): the ``auth_provider`` (Azure workload identity token)
-    option.
+    most 33 connections per process. The tables are looked for once, through the run storage's
+    pool (dagster-postgres looks three times, each on a new connection); only when one is
+    missing does dagster-postgres create them. The ``SCHEMA_PROBES`` keep their true answers.
+    Not supported (unlike stock dagster-postgres): the ``auth_provider`` (Azure workload
+    identity token) option.
     """
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None):
