@@ -217,3 +217,19 @@ def test_process_alive_tells_running_from_gone():
         os._exit(0)
     os.waitpid(child, 0)
     assert not _process_alive(child)
+
+
+def test_process_alive_counts_an_exiting_process_as_gone(monkeypatch):
+    """While a killed worker exits, reading its /proc stat fails with ESRCH although
+    ``kill(pid, 0)`` still succeeds: that is a worker run monitoring must fail, not RUNNING."""
+    import builtins
+
+    real_open = builtins.open
+
+    def exiting_stat(path, *args, **kwargs):
+        if str(path) == f"/proc/{os.getpid()}/stat":
+            raise ProcessLookupError(3, "No such process")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", exiting_stat)
+    assert not _process_alive(os.getpid())

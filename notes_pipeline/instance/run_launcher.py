@@ -309,11 +309,12 @@ def _worker_pid(tags: Mapping[str, str]) -> int | None:
 
 
 def _process_alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie."""
+    """True if ``pid`` runs and is not a zombie (nor exiting: its ``stat`` then fails with
+    ESRCH while ``kill(pid, 0)`` still succeeds)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
     except OSError:
         try:
