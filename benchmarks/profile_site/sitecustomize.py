@@ -25,13 +25,7 @@ def _start() -> None:
     if b"run_worker_zygote" in cmd:
         os.register_at_fork(after_in_child=_profile_forked_run_worker)
         return
-    if b"multiprocessing.spawn" not in cmd or b"spawn_main" not in cmd:
-        return
-    limit = int(os.environ.get("NOTES_BENCH_PROFILE_MAX", "5"))
-    try:
-        if len(os.listdir(_DIR)) >= limit:
-            return
-    except OSError:
+    if b"multiprocessing.spawn" not in cmd or b"spawn_main" not in cmd or not _under_limit():
         return
     prof = cProfile.Profile()
 
