@@ -601,10 +601,14 @@ def test_pooled_storage_replaces_the_engines_dagster_postgres_uses():
 
 def test_stock_yaml_is_dagster_yaml_without_the_private_parts():
     """Same queue, backfills, run monitoring, logs, telemetry and database; only `storage`
-    (plain dagster-postgres) and `run_launcher` (DefaultRunLauncher) differ."""
+    (plain dagster-postgres) and `run_launcher` (DefaultRunLauncher) differ, and the stock file
+    has no `instance_class` (Dagster's 30-s backfill loop)."""
     project = yaml.safe_load(PROJECT_YAML.read_text())
     stock = yaml.safe_load(STOCK_YAML.read_text())
-    shared = (set(project) | set(stock)) - {"storage", "run_launcher"}
+    private = {"storage", "run_launcher", "instance_class", "backfill_daemon_interval_seconds"}
+    assert "instance_class" in project
+    assert not {"instance_class", "backfill_daemon_interval_seconds"} & set(stock)
+    shared = (set(project) | set(stock)) - private
     assert {key: stock.get(key) for key in shared} == {key: project.get(key) for key in shared}
     assert stock["storage"] == {"postgres": project["storage"]["custom"]["config"]}
     assert stock["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
@@ -638,6 +642,7 @@ def stock_instance(tmp_path_factory) -> Iterator[dg.DagsterInstance]:
 
 
 def test_stock_instance_uses_only_stock_parts(stock_instance):
+    assert type(stock_instance) is dg.DagsterInstance
     assert type(stock_instance.run_launcher) is dg.DefaultRunLauncher
     assert type(stock_instance.run_storage) is PostgresRunStorage
     assert type(stock_instance.event_log_storage) is PostgresEventLogStorage
