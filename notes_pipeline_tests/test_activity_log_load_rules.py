@@ -75,7 +75,7 @@ class Server:
         self.raises = raises
         self.calls = 0
 
-    def __call__(self, documents):
+    def __call__(self, documents, *, recheck_matched=False):
         self.calls += 1
         result = BulkUpsertResult()
         for index, doc in enumerate(documents):
@@ -300,9 +300,7 @@ def test_final_state_success_needs_accuracy_contacts_and_an_empty_queue():
     stored = index_stored(server.docs.values())
     pieces = (PlanTally.of(entries), compare_plan(entries, stored), stored)
     assert build_report("c", result, *pieces, 100, Thresholds()).status == "completed_success"
-    assert build_report("c", result, *pieces, 98, Thresholds()).status == (
-        "completed_with_errors"
-    )
+    assert build_report("c", result, *pieces, 98, Thresholds()).status == "completed_with_errors"
     skipped = build_report("c", result, *pieces, None, Thresholds())
     assert skipped.validation_skipped and skipped.status == "completed_with_errors"
 

@@ -284,3 +284,18 @@ def test_rollback_removes_the_migrated_notes(store, instance, request):
     assert company not in store.contact_notes
     status = cid_status(instance, "7004", STATUS_ASSETS)
     assert (status.status, status.note) == (MonitorState.NOT_STARTED, "rolled back")
+
+
+@pytest.mark.parametrize("family", ["upsert_notes", "upsert_activity_logs"])
+def test_the_in_memory_upsert_rechecks_matched_rows_by_id_on_a_retry(family):
+    """As ``mongo_writes.upsert_on_insert``: on a retry, a row stored under its own ``_id`` is
+    upserted (its earlier attempt wrote it); under another ``_id``, matched."""
+    mongo = InMemoryCdpMongo(store="recheck")
+    in_memory_store("recheck", reset=True)
+    key = "legacy_crm_note_id" if family == "upsert_notes" else "external_id"
+    rows = [{"company_sso_id": "co-1", key: str(i), "_id": f"id-{i}"} for i in range(3)]
+    upsert = getattr(mongo, family)
+    assert upsert("co-1", rows[:2]).upserted == {0, 1}
+    again = upsert("co-1", [rows[0], {**rows[1], "_id": "other"}, rows[2]], recheck_matched=True)
+    assert (again.upserted, again.matched) == ({0, 2}, {1})
+    assert upsert("co-1", rows).matched == {0, 1, 2}  # no recheck: the key exists

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from notes_pipeline.activity_logs import events
 from notes_pipeline.activity_logs.jobs import LoadCounters, ResumePoint
@@ -30,10 +30,19 @@ from notes_pipeline.activity_logs.records import (
     SkipCode,
 )
 from notes_pipeline.core.crm_records import Organization
-from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult, partial_result
+from notes_pipeline.core.resources.mongo_writes import BulkUpsertResult, partial_result, with_ids
 from notes_pipeline.core.vocabulary import LoadStatus
 
-Writer = Callable[[Sequence[dict[str, Any]]], BulkUpsertResult]
+
+class Writer(Protocol):
+    """``CdpMongo.upsert_activity_logs`` bound to one company: per-row outcomes by index;
+    ``recheck_matched`` on retries (``mongo_writes.upsert_on_insert``)."""
+
+    def __call__(
+        self, documents: Sequence[dict[str, Any]], *, recheck_matched: bool = False
+    ) -> BulkUpsertResult:
+        """Upsert ``documents``; outcomes by their index in ``documents``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -106,22 +115,25 @@ class ActivityLoadContext:
     pause: Callable[[float], None] = time.sleep
 
 
-def _attempt(write: Writer, documents: Sequence[dict[str, Any]]) -> BulkUpsertResult:
+def _attempt(
+    write: Writer, documents: Sequence[dict[str, Any]], *, retry: bool = False
+) -> BulkUpsertResult:
     try:
-        return write(documents)
+        return write(documents, recheck_matched=True) if retry else write(documents)
     except Exception as exc:  # noqa: BLE001 - any failure of the call fails its rows (retried)
         return partial_result(exc, len(documents))  # rows of the calls that ended keep theirs
 
 
-def write_batch(write: Writer, batch: Sequence[PlanEntry]) -> BulkUpsertResult:
-    """Write one batch; its failed rows are retried once, together (§6 'a failed batch is
-    retried once'). Never raises: a row that still fails is in ``errors``."""
-    documents = [entry.document or {} for entry in batch]
+def write_batch(write: Writer, documents: Sequence[dict[str, Any]]) -> BulkUpsertResult:
+    """Write one batch of documents (from ``with_ids``: a row keeps its ``_id`` across
+    attempts); its failed rows are retried once, together (§6 'a failed batch is retried
+    once'), and a retried row its own failed attempt did insert counts as upserted. Never
+    raises: a row that still fails is in ``errors``."""
     first = _attempt(write, documents)
     if not first.errors:
         return first
     failed = sorted(first.errors)
-    again = _attempt(write, [documents[i] for i in failed])
+    again = _attempt(write, [documents[i] for i in failed], retry=True)
     merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
     for offset, index in enumerate(failed):
         if offset in again.upserted:
@@ -145,7 +157,7 @@ class _Loader:
             carried=carried,
             resumed_from_job_id=ctx.resume.job_id if ctx.resume else None,
         )
-        self.queue: list[PlanEntry] = []
+        self.queue: list[tuple[PlanEntry, dict[str, Any]]] = []  # with the document sent
         self.progress_every = max(1, ctx.write_concurrency)  # job document: every N batches
         #: the write path's own outcomes (ready records only): what the halt rule judges
         self.writes = self.result.writes
@@ -173,7 +185,13 @@ class _Loader:
         else:
             self.fail(entry, str(entry.code or FailureCode.TRANSFORM_ERROR), entry.details)
 
-    def complete(self, batch: list[PlanEntry], written: BulkUpsertResult, seen_up_to: int):
+    def complete(
+        self,
+        batch: list[PlanEntry],
+        documents: list[dict[str, Any]],
+        written: BulkUpsertResult,
+        seen_up_to: int,
+    ) -> bool:
         """Apply one written batch (in submission order); True when the halt rule says so."""
         ctx = self.ctx
         self.result.batches += 1
@@ -188,7 +206,7 @@ class _Loader:
             else:
                 self.result.counters.failed += 1  # queued: failed until the retry (§6 [N14])
                 self.writes.failed += 1
-                self.queue.append(entry)
+                self.queue.append((entry, documents[index]))
                 self.result.queued += 1
         events.emit(  # per batch: to the compute log, not the Dagster event log
             events.record_log,
@@ -216,9 +234,9 @@ class _Loader:
     def retry_queue(self) -> None:
         """§6 end of run: each queued record once, individually; success moves it from
         failed to migrated (or skipped when it turns out to exist), else ``write_failed``."""
-        for entry in self.queue:
+        for entry, document in self.queue:
             self.result.queue_retried += 1
-            written = _attempt(self.ctx.write, [entry.document or {}])
+            written = _attempt(self.ctx.write, [document], retry=True)
             if written.upserted or written.matched:
                 self.result.counters.failed -= 1
                 self.result.queue_recovered += 1
@@ -253,7 +271,7 @@ def load_activity_logs(
     result = loader.result
     writers = max(1, ctx.write_concurrency)
     batch: list[PlanEntry] = []
-    in_flight: deque[tuple[list[PlanEntry], Future, int]] = deque()
+    in_flight: deque[tuple[list[PlanEntry], list[dict[str, Any]], Future, int]] = deque()
     seen_up_to: int | None = ctx.resume.last_audit_id if ctx.resume else None
     halted = False
     stream = iter(entries)
@@ -262,11 +280,13 @@ def load_activity_logs(
         """Send the pending batch; while ``writers`` batches are in flight, settle the oldest
         first (results applied in order). True when the halt rule stopped the load."""
         nonlocal batch
-        in_flight.append((batch, pool.submit(write_batch, ctx.write, batch), seen_up_to or 0))
+        documents = with_ids(entry.document or {} for entry in batch)
+        future = pool.submit(write_batch, ctx.write, documents)
+        in_flight.append((batch, documents, future, seen_up_to or 0))
         batch = []
         while len(in_flight) >= writers:
-            done, future, up_to = in_flight.popleft()
-            if loader.complete(done, future.result(), up_to):
+            done, sent, future, up_to = in_flight.popleft()
+            if loader.complete(done, sent, future.result(), up_to):
                 return True
         return False
 
@@ -285,8 +305,8 @@ def load_activity_logs(
         if not halted and batch:
             halted = submit(pool)
         while in_flight:  # written already: counted, even after a halt
-            done, future, up_to = in_flight.popleft()
-            halted = loader.complete(done, future.result(), up_to) or halted
+            done, sent, future, up_to = in_flight.popleft()
+            halted = loader.complete(done, sent, future.result(), up_to) or halted
         if not halted:
             result.last_audit_id = seen_up_to
             loader.retry_queue()
@@ -295,7 +315,7 @@ def load_activity_logs(
     if halted:
         result.status = LoadStatus.HALTED
         result.queue_left = len(loader.queue)
-        for entry in loader.queue:
+        for entry, _ in loader.queue:
             result.failures.append(
                 RecordFailure(entry.external_id, entry.crm_audit_id, str(FailureCode.WRITE_FAILED))
             )

@@ -34,7 +34,7 @@ from notes_pipeline.core.crm_records import Organization
 from notes_pipeline.core.rates import exceeds_failure_threshold, iter_batches
 from notes_pipeline.core.resources.attachment_download import AttachmentError, GuardedDownloader
 from notes_pipeline.core.resources.mongo import BulkUpsertResult, CdpMongo
-from notes_pipeline.core.resources.mongo_writes import partial_result
+from notes_pipeline.core.resources.mongo_writes import partial_result, with_ids
 from notes_pipeline.core.resources.storage import AttachmentStorage
 from notes_pipeline.core.vocabulary import AttachmentCode, LoadStatus, Outcome
 
@@ -179,9 +179,12 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
     """One bulk upsert; rows that failed (or a failed call) are retried once, row by row.
 
     Row by row, so one bad row cannot hold back the others on servers that stop an unordered
-    bulk at its first error. Upserts make the retry safe. Never raises: any exception of a
-    call becomes an error of the rows it covered (details = exception class).
+    bulk at its first error. Upserts make the retry safe; each row keeps its ``_id`` across
+    attempts, so a row that the failed call did insert is counted inserted, not already there
+    (``mongo_writes.with_ids``). Never raises: any exception of a call becomes an error of the
+    rows it covered (details = exception class).
     """
+    documents = with_ids(documents)
     try:
         first = ctx.mongo.upsert_notes(ctx.org.company_sso_id, documents)
     except Exception as exc:  # noqa: BLE001 - PyMongoError, or a client-side encoding error
@@ -189,7 +192,9 @@ def upsert_with_retry(ctx: LoadContext, documents: list[dict[str, Any]]) -> Bulk
     merged = BulkUpsertResult(upserted=set(first.upserted), matched=set(first.matched))
     for index in sorted(first.errors):
         try:
-            again = ctx.mongo.upsert_notes(ctx.org.company_sso_id, [documents[index]])
+            again = ctx.mongo.upsert_notes(
+                ctx.org.company_sso_id, [documents[index]], recheck_matched=True
+            )
         except Exception as exc:  # noqa: BLE001 - this row fails alone (BATCH_INSERT_FAILED)
             again = BulkUpsertResult(errors={0: type(exc).__name__})
         if again.upserted:

@@ -194,6 +194,29 @@ class InMemoryCrmSource(_InMemoryAudits, CrmSource):
             yield rows[start : start + page_size]
 
 
+def _upsert(
+    stored: dict[Any, dict[str, Any]],
+    company_sso_id: str,
+    key_field: str,
+    documents: Sequence[dict[str, Any]],
+    recheck_matched: bool,
+) -> BulkUpsertResult:
+    """``mongo_writes.upsert_on_insert`` over one company's documents held by key."""
+    result = BulkUpsertResult()
+    for index, doc in enumerate(documents):
+        if doc["company_sso_id"] != company_sso_id:
+            raise ValueError("document outside the company scope")
+        held = stored.get(doc[key_field])
+        if held is None:
+            stored[doc[key_field]] = dict(doc)
+            result.upserted.add(index)
+        elif recheck_matched and doc.get("_id") is not None and held.get("_id") == doc["_id"]:
+            result.upserted.add(index)  # this row's own earlier attempt inserted it
+        else:
+            result.matched.add(index)
+    return result
+
+
 class InMemoryCdpMongo(CdpMongo):
     """CDP ``contacts``/``contact_notes`` in memory, with the unique key of the real index."""
 
@@ -253,22 +276,16 @@ class InMemoryCdpMongo(CdpMongo):
 
     @override
     def upsert_notes(
-        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+        self,
+        company_sso_id: str,
+        documents: Sequence[dict[str, Any]],
+        *,
+        recheck_matched: bool = False,
     ) -> BulkUpsertResult:
-        result = BulkUpsertResult()
         store = self._store()
         with store.lock:
             notes = store.contact_notes.setdefault(company_sso_id, {})
-            for index, doc in enumerate(documents):
-                if doc["company_sso_id"] != company_sso_id:
-                    raise ValueError("document outside the company scope")
-                key = doc["legacy_crm_note_id"]
-                if key in notes:
-                    result.matched.add(index)
-                else:
-                    notes[key] = dict(doc)
-                    result.upserted.add(index)
-        return result
+            return _upsert(notes, company_sso_id, "legacy_crm_note_id", documents, recheck_matched)
 
     @override
     def count_migrated(self, company_sso_id: str) -> int:
@@ -277,7 +294,7 @@ class InMemoryCdpMongo(CdpMongo):
     @override
     def iter_migrated(self, company_sso_id: str) -> Iterator[dict[str, Any]]:
         notes = self._store().contact_notes.get(company_sso_id, {})
-        yield from (dict(doc) for doc in list(notes.values()))
+        yield from ({k: v for k, v in doc.items() if k != "_id"} for doc in list(notes.values()))
 
     @override
     def notes_with_unavailable_attachments(self, company_sso_id: str) -> dict[str, list[Any]]:
@@ -328,21 +345,16 @@ class InMemoryCdpMongo(CdpMongo):
 
     @override
     def upsert_activity_logs(
-        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+        self,
+        company_sso_id: str,
+        documents: Sequence[dict[str, Any]],
+        *,
+        recheck_matched: bool = False,
     ) -> BulkUpsertResult:
-        result = BulkUpsertResult()
         store = self._store()
         with store.lock:
             logs = store.activity_logs.setdefault(company_sso_id, {})
-            for index, doc in enumerate(documents):
-                if doc["company_sso_id"] != company_sso_id:
-                    raise ValueError("document outside the company scope")
-                if doc["external_id"] in logs:
-                    result.matched.add(index)
-                else:
-                    logs[doc["external_id"]] = dict(doc)
-                    result.upserted.add(index)
-        return result
+            return _upsert(logs, company_sso_id, "external_id", documents, recheck_matched)
 
     @override
     def count_activity_logs(self, company_sso_id: str) -> int:

@@ -215,10 +215,15 @@ class CdpMongo(dg.ConfigurableResource):
         return found
 
     def upsert_notes(
-        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+        self,
+        company_sso_id: str,
+        documents: Sequence[dict[str, Any]],
+        *,
+        recheck_matched: bool = False,
     ) -> BulkUpsertResult:
         """`$setOnInsert` upserts keyed by (company_sso_id, legacy_crm_note_id), unordered;
-        per-row outcomes from the bulk reply (``mongo_writes.upsert_on_insert``)."""
+        per-row outcomes from the bulk reply (``mongo_writes.upsert_on_insert``, which also
+        says what ``recheck_matched`` does on a retry)."""
         return upsert_on_insert(
             self.notes,
             {"company_sso_id": company_sso_id},
@@ -226,6 +231,7 @@ class CdpMongo(dg.ConfigurableResource):
             documents,
             self._max_ops(),
             self.bulk_write_concurrency,
+            recheck_matched=recheck_matched,
         )
 
     def _max_ops(self) -> int:
@@ -344,9 +350,14 @@ class CdpMongo(dg.ConfigurableResource):
         return modes
 
     def upsert_activity_logs(
-        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+        self,
+        company_sso_id: str,
+        documents: Sequence[dict[str, Any]],
+        *,
+        recheck_matched: bool = False,
     ) -> BulkUpsertResult:
-        """§5 writes: `$setOnInsert` upserts keyed by (company_sso_id, external_id)."""
+        """§5 writes: `$setOnInsert` upserts keyed by (company_sso_id, external_id)
+        (``mongo_writes.upsert_on_insert``)."""
         return upsert_on_insert(
             self.collection(ACTIVITY_LOGS),
             {"company_sso_id": company_sso_id},
@@ -354,6 +365,7 @@ class CdpMongo(dg.ConfigurableResource):
             documents,
             self._max_ops(),
             self.bulk_write_concurrency,
+            recheck_matched=recheck_matched,
         )
 
     def count_activity_logs(self, company_sso_id: str) -> int:

@@ -13,6 +13,11 @@ server's reply holds, a row's outcome can be told from one keyed read:
   ``_id`` present → upserted; its key present under another ``_id`` → matched; neither →
   error). At most two indexed reads per row, only for that batch.
 
+A retry sends the rows with the ``_id`` of their first attempt (``with_ids``) and
+``recheck_matched``: a call that raised after its writes reached the server (a connection
+dropped before the reply) left rows that the retry finds "matched"; one read by ``_id`` tells
+this row's own earlier insert (upserted) from a document that was there before (matched).
+
 So a batch's cost never depends on the collection's or the CID's size. A batch longer than
 the server's bulk call size (FerretDB 1.x: 40 operations) is split, and the calls may run in
 parallel (``concurrency``): a call is a round trip of keyed upserts the server runs one at a
@@ -21,7 +26,7 @@ time, so one call at a time leaves the server's other cores idle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +54,12 @@ class BulkUpsertResult:
     resolved_by_reads: int = 0
 
 
+def with_ids(documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``documents``, each with an ``_id`` (its own, else a new ``ObjectId``): send
+    every attempt of a row with the same ``_id`` so that a retry can recognise its own insert."""
+    return [{**doc, "_id": doc.get("_id") or ObjectId()} for doc in documents]
+
+
 def upsert_on_insert(
     collection: Collection,
     scope: Mapping[str, Any],
@@ -56,6 +67,8 @@ def upsert_on_insert(
     documents: Sequence[Mapping[str, Any]],
     max_ops: int,
     concurrency: int = 1,
+    *,
+    recheck_matched: bool = False,
 ) -> BulkUpsertResult:
     """Insert each document unless ``scope`` + its ``key_field`` value already exists.
 
@@ -66,6 +79,9 @@ def upsert_on_insert(
     has ended, so the caller may retry the batch (upserts make that safe); the exception's
     ``partial_result`` holds the outcomes of the calls that ended (``partial_result()``), so
     that a retry need only send the rows in ``errors``. Any other failure is per row.
+    ``recheck_matched`` (retries, documents from ``with_ids``): a row the server calls matched
+    whose own ``_id`` is stored is upserted (an earlier attempt inserted it); one read per such
+    row.
     """
     for doc in documents:
         if any(doc.get(k) != v for k, v in scope.items()):
@@ -84,7 +100,9 @@ def upsert_on_insert(
 
     def write(part: range) -> BulkUpsertResult:
         done = BulkUpsertResult()
-        _write_part(collection, scope, key_field, documents, ids, requests, part, done)
+        _write_part(
+            collection, scope, key_field, documents, ids, requests, part, done, recheck_matched
+        )
         return done
 
     workers = min(max(1, concurrency), len(parts))
@@ -136,7 +154,9 @@ def partial_result(exc: BaseException, size: int) -> BulkUpsertResult:
     return BulkUpsertResult(errors={index: type(exc).__name__ for index in range(size)})
 
 
-def _write_part(collection, scope, key_field, documents, ids, requests, part, result) -> None:
+def _write_part(
+    collection, scope, key_field, documents, ids, requests, part, result, recheck_matched
+) -> None:
     reply: dict[str, Any] | None
     failure = ""
     try:
@@ -165,6 +185,10 @@ def _write_part(collection, scope, key_field, documents, ids, requests, part, re
             result.resolved_by_reads += 1
         elif offset in errors:
             result.errors[index] = f"code={errors[offset]}"
+        elif recheck_matched:
+            gone = "matched, then not found"
+            _resolve_by_reads(collection, scope, key_field, documents, ids, index, gone, result)
+            result.resolved_by_reads += 1
         else:
             result.matched.add(index)
 
