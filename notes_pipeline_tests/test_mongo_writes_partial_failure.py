@@ -12,6 +12,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 from pymongo.results import BulkWriteResult
 
@@ -213,3 +214,14 @@ def test_the_end_of_run_queue_retry_counts_its_own_earlier_insert_as_migrated():
     c = result.counters
     assert (c.migrated, c.skipped, c.failed) == (9, 0, 0)
     assert result.skipped_by_code.get("duplicate_external_id", 0) == 0
+
+
+def test_with_ids_keeps_a_documents_own_falsy_id_and_never_touches_the_original():
+    """``_id`` 0 or "" is the document's own ``_id`` (valid in MongoDB): kept, as
+    ``upsert_on_insert`` keeps it; only a missing or None ``_id`` gets a new ``ObjectId``."""
+    originals = [{KEY: "a", "_id": 0}, {KEY: "b", "_id": ""}, {KEY: "c", "_id": None}, {KEY: "d"}]
+    copies = with_ids(originals)
+    assert [c["_id"] for c in copies[:2]] == [0, ""]
+    assert all(isinstance(c["_id"], ObjectId) for c in copies[2:])
+    assert originals == [{KEY: "a", "_id": 0}, {KEY: "b", "_id": ""}, {KEY: "c", "_id": None},
+                         {KEY: "d"}]  # fmt: skip
