@@ -55,9 +55,13 @@ class BulkUpsertResult:
 
 
 def with_ids(documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Copies of ``documents``, each with an ``_id`` (its own, else a new ``ObjectId``): send
-    every attempt of a row with the same ``_id`` so that a retry can recognise its own insert."""
-    return [{**doc, "_id": doc.get("_id") or ObjectId()} for doc in documents]
+    """Copies of ``documents``, each with an ``_id`` (its own, also 0 or "", else a new
+    ``ObjectId`` for a missing or None one): send every attempt of a row with the same ``_id``
+    so that a retry can recognise its own insert."""
+    return [
+        {**doc, "_id": doc["_id"] if doc.get("_id") is not None else ObjectId()}
+        for doc in documents
+    ]
 
 
 def upsert_on_insert(
