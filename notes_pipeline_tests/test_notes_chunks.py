@@ -187,6 +187,9 @@ def test_the_loader_streams_the_plan_once_and_keeps_only_unwritten_notes(store, 
         *((f"{CID}{n:03d}", Outcome.NOT_ATTEMPTED) for n in range(5, 11)),
     ]
     assert result.failed[0].reason_code == NoteCode.BATCH_INSERT_FAILED
+    # the server's error of the retry, not a TypeError of a double that refuses the retry's
+    # recheck_matched (upsert_with_retry turns any exception into a row failure)
+    assert result.failed[0].details == "WriteError"
     assert consumed == [str(n) for n in range(1, 11)]  # each plan read once
     assert sorted(store.contact_notes[ORG.company_sso_id]) == [f"{CID}00{n}" for n in (1, 2, 3)]
 
