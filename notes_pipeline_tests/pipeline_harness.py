@@ -102,11 +102,11 @@ class BlockingMongo(CdpMongo):
 
     blocked: list[str] = []
 
-    def upsert_notes(self, company_sso_id, documents):
+    def upsert_notes(self, company_sso_id, documents, **kwargs):
         docs = [
             dict(d, blocker_key=f"{d['company_sso_id'].split('-')[1]}-{d['legacy_crm_note_id']}")
             if d["legacy_crm_note_id"] in self.blocked
             else d
             for d in documents
         ]
-        return super().upsert_notes(company_sso_id, docs)
+        return super().upsert_notes(company_sso_id, docs, **kwargs)

@@ -198,9 +198,11 @@ def test_stage1_counts_rerun_rollback_and_rerun(stage1, cid):
 class FaultyMongo(CdpMongo):
     """The server rejects every row whose audit id is a multiple of 6 (≈ 16.7 % > 10 %)."""
 
-    def upsert_activity_logs(self, company_sso_id, documents):
+    def upsert_activity_logs(self, company_sso_id, documents, **kwargs):
         keep = [i for i, d in enumerate(documents) if d["metadata"]["crm_audit_id"] % 6]
-        written = super().upsert_activity_logs(company_sso_id, [documents[i] for i in keep])
+        written = super().upsert_activity_logs(
+            company_sso_id, [documents[i] for i in keep], **kwargs
+        )
         result = BulkUpsertResult()
         for offset, index in enumerate(keep):
             (result.upserted if offset in written.upserted else result.matched).add(index)
@@ -251,7 +253,7 @@ class SecondTrigger(CdpMongo):
     """On its third write (two batches in), reads the job document and triggers the same CID
     again, as a second Ops click would: the second run must meet the first job."""
 
-    def upsert_activity_logs(self, company_sso_id, documents):
+    def upsert_activity_logs(self, company_sso_id, documents, **kwargs):
         calls = SEEN.setdefault("calls", 0) + 1
         SEEN["calls"] = calls
         if calls == 3:
@@ -259,7 +261,7 @@ class SecondTrigger(CdpMongo):
                 {"company_sso_id": company_sso_id, "status": "in_progress"}
             )
             SEEN["second"] = migrate(SEEN["cid"])
-        return super().upsert_activity_logs(company_sso_id, documents)
+        return super().upsert_activity_logs(company_sso_id, documents, **kwargs)
 
 
 SEEN: dict = {}
@@ -338,11 +340,11 @@ class Killed(BaseException):
 class DiesMidLoad(CdpMongo):
     """Writes normally, then dies on its 6th write (several batches already in CDP)."""
 
-    def upsert_activity_logs(self, company_sso_id, documents):
+    def upsert_activity_logs(self, company_sso_id, documents, **kwargs):
         SEEN["writes"] = SEEN.get("writes", 0) + 1
         if SEEN["writes"] == 6:
             raise Killed
-        return super().upsert_activity_logs(company_sso_id, documents)
+        return super().upsert_activity_logs(company_sso_id, documents, **kwargs)
 
 
 def test_a_load_that_dies_mid_write_is_taken_over_and_resumed_without_duplicates(stage1):

@@ -301,13 +301,13 @@ def test_api_returns_the_prd_shape_of_each_state(api, halted, errors, success):
     reached, release = threading.Event(), threading.Event()
 
     class PausingMongo(CdpMongo):
-        def upsert_notes(self, company_sso_id, documents):
+        def upsert_notes(self, company_sso_id, documents, **kwargs):
             calls = self.__dict__.setdefault("_calls", [])
             calls.append(1)
             if len(calls) == 2:
                 reached.set()
                 assert release.wait(120)
-            return super().upsert_notes(company_sso_id, documents)
+            return super().upsert_notes(company_sso_id, documents, **kwargs)
 
     base = int(IN_FLIGHT) * 1000
     install_fresh(

@@ -167,10 +167,10 @@ def test_upload_fault_drops_that_attachment_alone(db):
 class _PoisonedWriteMongo(CdpMongo):
     """A client-side error (not a PyMongoError) whenever the poisoned note is in the call."""
 
-    def upsert_notes(self, company_sso_id, documents):
+    def upsert_notes(self, company_sso_id, documents, **kwargs):
         if any(POISON_MARK in (d.get("note") or "") for d in documents):
             raise InvalidDocument("injected encoding fault")
-        return super().upsert_notes(company_sso_id, documents)
+        return super().upsert_notes(company_sso_id, documents, **kwargs)
 
 
 def test_mongo_write_fault_fails_that_note_alone(db):

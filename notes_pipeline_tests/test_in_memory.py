@@ -231,9 +231,9 @@ def test_coverage_gate_blocks_the_load(store, instance, request):
 class _FailingMongo(InMemoryCdpMongo):
     """Every note whose legacy id ends in 7 is rejected by the server."""
 
-    def upsert_notes(self, company_sso_id, documents):
+    def upsert_notes(self, company_sso_id, documents, **kwargs):
         keep = [d for d in documents if not d["legacy_crm_note_id"].endswith("7")]
-        written = super().upsert_notes(company_sso_id, keep)
+        written = super().upsert_notes(company_sso_id, keep, **kwargs)
         result, kept = BulkUpsertResult(), iter(range(len(keep)))
         for index, doc in enumerate(documents):
             if doc["legacy_crm_note_id"].endswith("7"):

@@ -139,14 +139,14 @@ class FailingMongo(InMemoryCdpMongo):
     blocked: list[str] = []
 
     def upsert_notes(
-        self, company_sso_id: str, documents: Sequence[dict[str, Any]]
+        self, company_sso_id: str, documents: Sequence[dict[str, Any]], **kwargs: Any
     ) -> BulkUpsertResult:
         result = BulkUpsertResult()
         for index, doc in enumerate(documents):
             if doc["legacy_crm_note_id"] in self.blocked:
                 result.errors[index] = "WriteError"
             else:
-                single = super().upsert_notes(company_sso_id, [doc])
+                single = super().upsert_notes(company_sso_id, [doc], **kwargs)
                 (result.upserted if single.upserted else result.matched).add(index)
         return result
 

@@ -190,13 +190,13 @@ def test_rollback_removes_only_the_cids_migrated_notes_and_rerun_restores_them(d
 class PausingMongo(CdpMongo):
     """Pauses before the second batch's write until the test releases it."""
 
-    def upsert_notes(self, company_sso_id, documents):
+    def upsert_notes(self, company_sso_id, documents, **kwargs):
         calls = self.__dict__.setdefault("_calls", [])
         calls.append(1)
         if len(calls) == 2:
             REACHED.set()
             assert RELEASE.wait(120)
-        return super().upsert_notes(company_sso_id, documents)
+        return super().upsert_notes(company_sso_id, documents, **kwargs)
 
 
 REACHED, RELEASE = threading.Event(), threading.Event()

@@ -219,11 +219,11 @@ class FlakyMongo(CdpMongo):
 
     failures_left: int = 1
 
-    def upsert_notes(self, company_sso_id, documents):
+    def upsert_notes(self, company_sso_id, documents, **kwargs):
         if self.failures_left:
             object.__setattr__(self, "failures_left", self.failures_left - 1)
             raise AutoReconnect("connection reset")
-        return super().upsert_notes(company_sso_id, documents)
+        return super().upsert_notes(company_sso_id, documents, **kwargs)
 
 
 def test_transient_write_error_is_retried_once(db):

@@ -181,14 +181,14 @@ def loaded(instance, cid: str, run_id: str) -> dict:
 class RacingMongo(CdpMongo):
     """Another writer inserts every note of the call just before this one's bulk write."""
 
-    def upsert_notes(self, company_sso_id, documents):
+    def upsert_notes(self, company_sso_id, documents, **kwargs):
         self.notes.insert_many(
             [
                 {"company_sso_id": company_sso_id, "legacy_crm_note_id": d["legacy_crm_note_id"]}
                 for d in documents
             ]
         )
-        return super().upsert_notes(company_sso_id, documents)
+        return super().upsert_notes(company_sso_id, documents, **kwargs)
 
 
 def test_a_note_another_writer_inserted_meanwhile_is_matched_not_upserted(mongo_db):
