@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import dagster._daemon.controller as daemon_controller
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterInvalidConfigError
 from dagster._daemon.backfill import execute_backfill_iteration_loop
 from dagster._daemon.daemon import SpanMarker
 
@@ -113,6 +113,13 @@ def test_the_instance_survives_its_ref(tmp_path):
 def test_an_interval_below_one_second_or_not_an_int_is_refused(bad):
     with pytest.raises(ValueError, match="backfill_daemon_interval_seconds"):
         set_backfill_daemon_interval(bad)
+
+
+@pytest.mark.parametrize("bad", [{"env": "BACKFILL_INTERVAL"}, "5", None])
+def test_dagster_refuses_anything_but_an_int_when_it_loads_the_yaml(tmp_path, bad, monkeypatch):
+    monkeypatch.setenv("BACKFILL_INTERVAL", "5")
+    with pytest.raises(DagsterInvalidConfigError):
+        instance_from_yaml(tmp_path, {"backfill_daemon_interval_seconds": bad})
 
 
 def test_project_dagster_yaml_names_the_class_and_a_short_interval():

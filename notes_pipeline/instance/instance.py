@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster._daemon.controller as daemon_controller  # private: the daemons' loop interval
-from dagster import DagsterInstance, Field, IntSource
+from dagster import DagsterInstance, Field
 from dagster._core.instance.ref import InstanceRef  # private: the stock config defaults
 
 # Dagster's own interval (30 s in 1.13), read before any instance changes it.
@@ -58,8 +58,10 @@ class NotesPipelineInstance(DagsterInstance):
     def config_schema(cls) -> Mapping[str, Field]:
         """The dagster.yaml keys this class adds to Dagster's instance schema."""
         return {
+            # a plain int: Dagster hands an instance class its keys unprocessed, so an
+            # IntSource's {env: NAME} would arrive here as that mapping
             "backfill_daemon_interval_seconds": Field(
-                IntSource,
+                int,
                 is_required=False,
                 default_value=STOCK_DAEMON_INTERVAL_SECONDS,
                 description="Seconds between the backfill daemon's passes (Dagster's: 30).",
