@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK_ENV := $(or $(NOTES_PIPELINE_STACK_DIR),.stack)/env
 PYTEST_ARGS ?=
+# The UI's port moves with the stack's ports (NOTES_PIPELINE_STACK_PORT_OFFSET, scripts/stack.sh).
+UI_PORT ?= $(shell echo $$((3000 + $${NOTES_PIPELINE_STACK_PORT_OFFSET:-0})))
 
 .PHONY: bootstrap browser up down status test demo demo-data lint
 
@@ -34,7 +36,7 @@ demo-data: up
 demo: demo-data
 	set -a && . $(STACK_ENV) && set +a && \
 	NOTES_PIPELINE_ENABLED_CIDS="$${NOTES_PIPELINE_ENABLED_CIDS-*}" \
-	NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS="$${NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS-*}" exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS="$${NOTES_PIPELINE_ACTIVITY_LOGS_ENABLED_CIDS-*}" exec $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
