@@ -194,12 +194,12 @@ def test_resume_point_only_after_a_halt():
         "records_skipped": 1,
         "records_failed": 3,
     }
-    point = resume_point(job, {"crm_audit:2"})
+    point = resume_point(job, {"crm_audit:2": None})
     assert point.carried == LoadCounters(4, 1, 2)
     assert point.done(5, "crm_audit:5") and not point.done(2, "crm_audit:2")
     assert not point.done(10, "crm_audit:10")
-    assert resume_point({**job, "status": "completed_success"}, set()) is None
-    assert resume_point(None, set()) is None
+    assert resume_point({**job, "status": "completed_success"}, {}) is None
+    assert resume_point(None, {}) is None
 
 
 def test_progress_pct():
@@ -252,6 +252,34 @@ def test_one_active_job_per_company_and_stale_takeover():
     assert store.activity_log_jobs["run-1"]["halted_reason"] == "run_not_in_flight"
     assert taken["resumed_from_job_id"] == "run-1" and resume.last_audit_id == 4
     assert store.activity_log_locks[ORG.company_sso_id]["job_id"] == "run-3"
+
+
+def test_a_resume_re_sends_write_failures_with_the_id_the_halted_job_sent():
+    in_memory_store("load-rules-resume-ids", reset=True)
+    cdp = InMemoryCdpMongo(store="load-rules-resume-ids")
+    start = lambda job_id: start_job(  # noqa: E731
+        cdp, ORG, PROBE, job_id, is_in_flight=lambda _: False, date_range_start=None,
+        triggered_by="t",
+    )  # fmt: skip
+    start("run-1")
+    cdp.update_job("run-1", {"last_audit_id": 9, "records_failed": 3})
+    failure = {"company_sso_id": ORG.company_sso_id, "cid": ORG.cid, "job_id": "run-1"}
+    cdp.record_failures(
+        [
+            {
+                **failure,
+                "external_id": "crm_audit:2",
+                "reason_code": "write_failed",
+                "document_id": "sent-2",
+            },
+            {**failure, "external_id": "crm_audit:3", "reason_code": "write_failed"},
+            {**failure, "external_id": "crm_audit:4", "reason_code": "contact_not_found"},
+        ]  # fmt: skip
+    )
+    _, resume = start("run-2")  # run-1 is gone: halted, and run-2 resumes it
+    assert resume.retry == {"crm_audit:2", "crm_audit:3"}
+    assert resume.attempt_ids == {"crm_audit:2": "sent-2"}
+    assert resume.carried.failed == 1  # contact_not_found stays failed
 
 
 def test_report_states_and_error_csv_carry_no_values():

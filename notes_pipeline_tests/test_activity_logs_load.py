@@ -19,6 +19,7 @@ from collections import Counter
 
 import dagster as dg
 import pytest
+from bson import ObjectId
 from pipeline_harness import cdp_db
 
 from devtools.synthetic import build_dataset
@@ -327,10 +328,15 @@ def test_no_values_in_the_error_csv_or_failures_store(stage1):
         "reason_code",
         "details",
         "expire_at",
+        "document_id",  # write failures: the _id they were sent with (a resume re-sends it)
     }
     assert all(set(row) <= allowed for row in rows)
     codes = Counter(row["reason_code"] for row in rows)
     assert "contact_not_found" in codes
+    write_failed = [row for row in rows if row["reason_code"] == "write_failed"]
+    assert write_failed  # the halted load of test_write_faults_halt_then_a_rerun_resumes…
+    assert all(isinstance(row["document_id"], ObjectId) for row in write_failed)
+    assert all("document_id" not in row for row in rows if row["reason_code"] != "write_failed")
 
 
 class Killed(BaseException):

@@ -228,16 +228,12 @@ def test_with_ids_keeps_a_documents_own_falsy_id_and_never_touches_the_original(
                          {KEY: "d"}]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the resumed job re-sends a halted job's queued rows with new _ids, so rows "
-    "the halted job's dropped calls did write are counted duplicate_external_id",
-)
 def test_a_resumed_job_counts_rows_its_halted_predecessor_wrote_as_migrated():
     """The call holding key "4" (rows 3-5) drops after writing, on the first attempt and on
     the batch retry: the job halts (3 of 6 failed) with rows 3-5 queued, reported
-    ``write_failed`` although they are stored. The job that resumes it retries them: none of
-    the nine existed before the migration, so all nine should end migrated."""
+    ``write_failed`` although they are stored, with the ``_id`` they were sent with. The job
+    that resumes it re-sends them with those ``_id``s: none of the nine existed before the
+    migration, so all nine end migrated."""
     coll = LateDropCollection("4", drops=2)
     org = Organization(cid="1", name="Org", company_sso_id="co-1")
     entries = [
@@ -259,7 +255,9 @@ def test_a_resumed_job_counts_rows_its_halted_predecessor_wrote_as_migrated():
     c = halted.counters
     retry = frozenset(f.external_id for f in halted.failures)
     carried = LoadCounters(c.migrated, c.skipped, c.failed - len(retry))
-    resume = ResumePoint("job-1", halted.last_audit_id, carried, retry)
+    assert all(f.document_id is not None for f in halted.failures)
+    sent = {f.external_id: f.document_id for f in halted.failures}
+    resume = ResumePoint("job-1", halted.last_audit_id, carried, retry, sent)
     resumed = load_activity_logs(ctx(resume), entries)
     c = resumed.counters
     assert (c.migrated, c.skipped, c.failed) == (9, 0, 0)

@@ -12,7 +12,7 @@ ends ``JOB_ALREADY_RUNNING`` (409); a lock whose run is no longer in flight is t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -68,12 +68,15 @@ class LoadCounters:
 class ResumePoint:
     """Where a new job picks up a halted or abandoned one (§6 resume [N12]): records with
     ``crm_audit_id <= last_audit_id`` are done except ``retry`` (the old job's retryable
-    failures, by external_id); the old job's counters carry over minus those retries."""
+    failures, by external_id); the old job's counters carry over minus those retries.
+    ``attempt_ids``: external_id → the ``_id`` the old job last sent that record with (write
+    failures), so that a record the old job did store is counted migrated, not a duplicate."""
 
     job_id: str
     last_audit_id: int
     carried: LoadCounters
     retry: frozenset[str] = field(default_factory=frozenset)
+    attempt_ids: Mapping[str, Any] = field(default_factory=dict)
 
     def done(self, crm_audit_id: int, external_id: str) -> bool:
         """True when the old job already accounted for this record."""
@@ -137,9 +140,13 @@ def counter_fields(counters: LoadCounters, records_total: int) -> dict[str, Any]
     }
 
 
-def resume_point(previous: dict[str, Any] | None, retryable_ids: set[str]) -> ResumePoint | None:
+def resume_point(
+    previous: dict[str, Any] | None, retryable: Mapping[str, Any]
+) -> ResumePoint | None:
     """The resume point from the company's previous job when it was ``halted`` (by the halt
-    rule, or because its run died) and had saved a cursor; None = start from the beginning."""
+    rule, or because its run died) and had saved a cursor; None = start from the beginning.
+    ``retryable``: the previous job's retryable failures, external_id → the ``_id`` it last
+    sent (None when it recorded none)."""
     if not previous or previous.get("status") != JobStatus.HALTED:
         return None
     if previous.get("last_audit_id") is None:
@@ -147,10 +154,14 @@ def resume_point(previous: dict[str, Any] | None, retryable_ids: set[str]) -> Re
     carried = LoadCounters(
         int(previous.get("records_migrated") or 0),
         int(previous.get("records_skipped") or 0),
-        max(0, int(previous.get("records_failed") or 0) - len(retryable_ids)),
+        max(0, int(previous.get("records_failed") or 0) - len(retryable)),
     )
     return ResumePoint(
-        str(previous["job_id"]), int(previous["last_audit_id"]), carried, frozenset(retryable_ids)
+        str(previous["job_id"]),
+        int(previous["last_audit_id"]),
+        carried,
+        frozenset(retryable),
+        {key: _id for key, _id in retryable.items() if _id is not None},
     )
 
 
@@ -190,10 +201,10 @@ def start_job(
                 },
             )
     previous = next((j for j in cdp.jobs_of(company) if j.get("job_id") != job_id), None)
-    retryable: set[str] = set()
+    retryable: dict[str, Any] = {}
     if previous is not None and previous.get("status") == JobStatus.HALTED:
         retryable = {
-            str(f["external_id"])
+            str(f["external_id"]): f.get("document_id")
             for f in cdp.failures_of(company, str(previous["job_id"]))
             if f.get("reason_code") in RETRYABLE_FAILURES
         }

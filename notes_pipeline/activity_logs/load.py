@@ -47,12 +47,14 @@ class Writer(Protocol):
 
 @dataclass(frozen=True)
 class RecordFailure:
-    """A final failure (§6 failed-record store, §7 error CSV): ids and codes only."""
+    """A final failure (§6 failed-record store, §7 error CSV): ids and codes only.
+    ``document_id``: the ``_id`` a write failure was last sent with (None for the others)."""
 
     external_id: str
     crm_audit_id: int
     reason_code: str
     details: str = ""
+    document_id: Any = None
 
 
 @dataclass
@@ -124,12 +126,15 @@ def _attempt(
         return partial_result(exc, len(documents))  # rows of the calls that ended keep theirs
 
 
-def write_batch(write: Writer, documents: Sequence[dict[str, Any]]) -> BulkUpsertResult:
+def write_batch(
+    write: Writer, documents: Sequence[dict[str, Any]], *, recheck: bool = False
+) -> BulkUpsertResult:
     """Write one batch of documents (from ``with_ids``: a row keeps its ``_id`` across
     attempts); its failed rows are retried once, together (§6 'a failed batch is retried
-    once'), and a retried row its own failed attempt did insert counts as upserted. Never
+    once'), and a retried row its own failed attempt did insert counts as upserted. ``recheck``:
+    the first attempt does that too (rows a halted job sent, with that job's ``_id``). Never
     raises: a row that still fails is in ``errors``."""
-    first = _attempt(write, documents)
+    first = _attempt(write, documents, retry=recheck)
     if not first.errors:
         return first
     failed = sorted(first.errors)
@@ -143,6 +148,13 @@ def write_batch(write: Writer, documents: Sequence[dict[str, Any]]) -> BulkUpser
         else:
             merged.errors[index] = again.errors.get(offset, first.errors[index])
     return merged
+
+
+def _document(entry: PlanEntry, resume: ResumePoint | None) -> dict[str, Any]:
+    """The entry's document; with the ``_id`` a halted job last sent it with, if any."""
+    document = entry.document or {}
+    sent_id = resume.attempt_ids.get(entry.external_id) if resume is not None else None
+    return document if sent_id is None else {**document, "_id": sent_id}
 
 
 class _Loader:
@@ -171,10 +183,10 @@ class _Loader:
                 self.ctx.log, name, job_id=self.ctx.job_id, cid=self.ctx.org.cid, **properties
             )
 
-    def fail(self, entry: PlanEntry, code: str, details: str = "") -> None:
+    def fail(self, entry: PlanEntry, code: str, details: str = "", document_id: Any = None):
         self.result.counters.failed += 1
         self.result.failures.append(
-            RecordFailure(entry.external_id, entry.crm_audit_id, str(code), details)
+            RecordFailure(entry.external_id, entry.crm_audit_id, str(code), details, document_id)
         )
 
     def see(self, entry: PlanEntry) -> None:
@@ -247,7 +259,8 @@ class _Loader:
                     self.result.skipped_by_code[str(SkipCode.DUPLICATE_EXTERNAL_ID)] += 1
             else:
                 self.result.counters.failed -= 1  # re-counted as a final failure below
-                self.fail(entry, str(FailureCode.WRITE_FAILED), written.errors.get(0, ""))
+                code, details = str(FailureCode.WRITE_FAILED), written.errors.get(0, "")
+                self.fail(entry, code, details, document.get("_id"))
                 self.result.queue_left += 1
                 self._emit(
                     events.RECORD_FAILED,
@@ -280,8 +293,11 @@ def load_activity_logs(
         """Send the pending batch; while ``writers`` batches are in flight, settle the oldest
         first (results applied in order). True when the halt rule stopped the load."""
         nonlocal batch
-        documents = with_ids(entry.document or {} for entry in batch)
-        future = pool.submit(write_batch, ctx.write, documents)
+        documents = with_ids(_document(entry, ctx.resume) for entry in batch)
+        resent = ctx.resume is not None and any(
+            entry.external_id in ctx.resume.attempt_ids for entry in batch
+        )
+        future = pool.submit(write_batch, ctx.write, documents, recheck=resent)
         in_flight.append((batch, documents, future, seen_up_to or 0))
         batch = []
         while len(in_flight) >= writers:
@@ -315,9 +331,10 @@ def load_activity_logs(
     if halted:
         result.status = LoadStatus.HALTED
         result.queue_left = len(loader.queue)
-        for entry, _ in loader.queue:
+        for entry, document in loader.queue:
+            code = str(FailureCode.WRITE_FAILED)
             result.failures.append(
-                RecordFailure(entry.external_id, entry.crm_audit_id, str(FailureCode.WRITE_FAILED))
+                RecordFailure(entry.external_id, entry.crm_audit_id, code, "", document.get("_id"))
             )
         result.not_attempted = sum(
             1

@@ -169,6 +169,7 @@ def cdp_activity_logs_loaded(
                 "reason_code": f.reason_code,
                 "details": f.details,
                 "expire_at": expire_at,
+                **({"document_id": f.document_id} if f.document_id is not None else {}),
             }
             for f in result.failures
         ]
