@@ -44,17 +44,20 @@ class BlipCollection:
             if any(r._filter[KEY] == self.blip_key for r in requests):
                 self.blip_key = None
                 raise ConnectionFailure("connection reset")
-            upserted, matched = [], 0
-            for i, r in enumerate(requests):
-                key = (r._filter["company_sso_id"], r._filter[KEY])
-                if key in self.docs:
-                    matched += 1
-                else:
-                    self.docs[key] = r._doc["$setOnInsert"]
-                    upserted.append({"index": i, "_id": self.docs[key]["_id"]})
-        reply = {"nUpserted": len(upserted), "nMatched": matched, "upserted": upserted,
-                 "writeErrors": []}  # fmt: skip
-        return BulkWriteResult(reply, True)
+            return BulkWriteResult(self._write(requests), True)
+
+    def _write(self, requests) -> dict:
+        """Apply ``requests`` as the unique index would; MongoDB's complete reply."""
+        upserted, matched = [], 0
+        for i, r in enumerate(requests):
+            key = (r._filter["company_sso_id"], r._filter[KEY])
+            if key in self.docs:
+                matched += 1
+            else:
+                self.docs[key] = r._doc["$setOnInsert"]
+                upserted.append({"index": i, "_id": self.docs[key]["_id"]})
+        return {"nUpserted": len(upserted), "nMatched": matched, "upserted": upserted,
+                "writeErrors": []}  # fmt: skip
 
     def find_one(self, flt, projection=None):  # pragma: no cover - complete replies only
         raise AssertionError("no read expected")
@@ -77,18 +80,6 @@ class LateDropCollection(BlipCollection):
                 )
             raise ConnectionFailure("connection reset after the write")
         return BulkWriteResult(self._write(requests), True)
-
-    def _write(self, requests):
-        upserted, matched = [], 0
-        for i, r in enumerate(requests):
-            key = (r._filter["company_sso_id"], r._filter[KEY])
-            if key in self.docs:
-                matched += 1
-            else:
-                self.docs[key] = r._doc["$setOnInsert"]
-                upserted.append({"index": i, "_id": self.docs[key]["_id"]})
-        return {"nUpserted": len(upserted), "nMatched": matched, "upserted": upserted,
-                "writeErrors": []}  # fmt: skip
 
     def find_one(self, flt, projection=None):
         if "_id" in flt:
@@ -189,21 +180,28 @@ def test_the_activity_log_batch_retry_counts_its_dropped_rows_as_inserted(concur
     assert (result.upserted, result.matched, result.errors) == (set(range(9)), set(), {})
 
 
+ORG = Organization(cid="1", name="Org", company_sso_id="co-1")
+
+
+def ready_entries(n: int) -> list[PlanEntry]:
+    """``n`` ready plan entries over ``docs(n)``, audit ids from 1."""
+    return [
+        PlanEntry(
+            crm_audit_id=i, external_id=f"crm_audit:{i}", outcome=PlanOutcome.READY, document=doc
+        )  # fmt: skip
+        for i, doc in enumerate(docs(n), start=1)
+    ]
+
+
 def test_the_end_of_run_queue_retry_counts_its_own_earlier_insert_as_migrated():
     """The call holding key "4" (rows 3-5) drops after writing, on the first attempt and on
     the batch retry (the calls after it are not sent): rows 3-8 are queued (failed), and the
     end-of-run retry finds rows 3-5 stored with their own ``_id``: migrated, not
     ``duplicate_external_id`` skips."""
     coll = LateDropCollection("4", drops=2)
-    org = Organization(cid="1", name="Org", company_sso_id="co-1")
-    entries = [
-        PlanEntry(
-            crm_audit_id=i, external_id=f"crm_audit:{i}", outcome=PlanOutcome.READY, document=doc
-        )  # fmt: skip
-        for i, doc in enumerate(docs(9), start=1)
-    ]
+    entries = ready_entries(9)
     ctx = ActivityLoadContext(
-        org=org,
+        org=ORG,
         write=activity_writer(coll, 1),
         job_id="job-1",
         batch_size=9,
@@ -235,17 +233,12 @@ def test_a_resumed_job_counts_rows_its_halted_predecessor_wrote_as_migrated():
     that resumes it re-sends them with those ``_id``s: none of the nine existed before the
     migration, so all nine end migrated."""
     coll = LateDropCollection("4", drops=2)
-    org = Organization(cid="1", name="Org", company_sso_id="co-1")
-    entries = [
-        PlanEntry(
-            crm_audit_id=i, external_id=f"crm_audit:{i}", outcome=PlanOutcome.READY, document=doc
-        )  # fmt: skip
-        for i, doc in enumerate(docs(9), start=1)
-    ]
+
+    entries = ready_entries(9)
 
     def ctx(resume=None):
         return ActivityLoadContext(
-            org=org, write=activity_writer(coll, 1), job_id="job-2" if resume else "job-1",
+            org=ORG, write=activity_writer(coll, 1), job_id="job-2" if resume else "job-1",
             batch_size=3, write_concurrency=1, halt_threshold=0.1, resume=resume,
         )  # fmt: skip
 
