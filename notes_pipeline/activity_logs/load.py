@@ -121,7 +121,7 @@ def _attempt(
     write: Writer, documents: Sequence[dict[str, Any]], *, retry: bool = False
 ) -> BulkUpsertResult:
     try:
-        return write(documents, recheck_matched=True) if retry else write(documents)
+        return write(documents, recheck_matched=retry)
     except Exception as exc:  # noqa: BLE001 - any failure of the call fails its rows (retried)
         return partial_result(exc, len(documents))  # rows of the calls that ended keep theirs
 
