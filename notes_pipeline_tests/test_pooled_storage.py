@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 import sqlalchemy
-from isolation import _recreate_database, _with_database, dagster_postgres_url
+from isolation import _recreate_database, _with_database, dagster_postgres_url, drop_database
 
 from notes_pipeline.instance import storage as pooled
 
@@ -74,7 +74,7 @@ def test_an_empty_database_gets_every_dagster_table():
         conn = psycopg2.connect(admin_dsn)
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(cur, name)
         conn.close()
 
 
