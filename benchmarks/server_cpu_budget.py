@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from procmon import cpu_seconds  # noqa: E402
 from results_file import update_section  # noqa: E402
 
 from notes_pipeline.core.resources.mongo import CdpMongo  # noqa: E402
@@ -60,8 +61,10 @@ def server_pids() -> dict[str, int]:
 
 
 def server_cpu_s() -> dict[str, float]:
-    """CPU seconds (user + system) of each of this stack's servers and every live process
-    under it (PostgreSQL's backends), from ``/proc/<pid>/stat``."""
+    """CPU seconds (user + system) of each of this stack's servers: the server with the
+    descendants it has reaped (``procmon.cpu_seconds``) plus every live process under it
+    (PostgreSQL's backends), from ``/proc/<pid>/stat``; a backend that exits between two
+    readings moves from the second part to the first, so differences stay right."""
     tck = os.sysconf("SC_CLK_TCK")
     parent: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -81,8 +84,10 @@ def server_cpu_s() -> dict[str, float]:
         walk = pid
         while walk > 1 and walk not in roots:
             walk = parent.get(walk, 0)
-        if walk in roots:
+        if walk in roots and walk != pid:
             total[roots[walk]] += used
+    for pid, name in roots.items():
+        total[name] += cpu_seconds(pid, children=True)
     return total
 
 
